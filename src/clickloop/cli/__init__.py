@@ -1,0 +1,1 @@
+"""The ``clickloop`` command line (typer)."""

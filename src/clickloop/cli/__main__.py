@@ -1,0 +1,5 @@
+import sys
+
+from clickloop.cli.app import main
+
+sys.exit(main())

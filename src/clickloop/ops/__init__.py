@@ -1,0 +1,1 @@
+"""Operations: health checks (doctor), pipelines, scheduling, metrics, alerts."""
