@@ -1,0 +1,5 @@
+"""Event bus: the embedded durable log (default) and Apache Kafka behind one interface."""
+
+from clickloop.bus.base import TOPICS, Bus, Consumer, Message, Producer, open_bus
+
+__all__ = ["TOPICS", "Bus", "Consumer", "Message", "Producer", "open_bus"]

@@ -1,0 +1,119 @@
+"""The event bus: durable topics with partitions, offsets and consumer groups.
+
+Two backends implement this interface — the embedded durable log (default; no
+server; survives kill -9) and Apache Kafka — and one contract suite
+(``tests/contract/test_bus.py``) runs against both.
+
+Semantics every backend guarantees:
+
+* :meth:`Producer.publish` returns only once every record is durable (local:
+  written and flushed per ``fsync``; Kafka: acknowledged by all in-sync
+  replicas). If it raises, none or some of the records may be durable — the
+  caller retries, and consumers dedupe by ``event_id``.
+* A record's partition is chosen from its key (same key → same partition, so
+  one user's events stay in order); records without a key are spread.
+* Offsets are per (topic, partition), dense, starting at 0.
+* Consumers in one group share a topic's partitions; each partition is read by
+  exactly one member at a time; membership changes rebalance.
+* :meth:`Consumer.commit` stores, per (topic, partition), the *next* offset to
+  read; a new member of the group resumes there.
+
+>>> bus = open_bus(project)                                  # doctest: +SKIP
+>>> bus.producer().publish("events", [(b"u1", b'{"event_id": "e1", ...}')])
+>>> c = bus.consumer("lake-ingest", ["events"])
+>>> batch = c.poll(max_messages=10_000, timeout=1.0)
+>>> c.commit({(m.topic, m.partition): m.offset + 1 for m in batch})
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from clickloop.project import Project
+
+TOPICS: Final = ("events", "exposures", "predictions")
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int  # when the bus appended it
+
+
+class Producer(ABC):
+    @abstractmethod
+    def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """Append ``(key, value)`` records; return when all are durable."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Consumer(ABC):
+    @abstractmethod
+    def poll(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to ``max_messages`` from the assigned partitions, waiting at most ``timeout`` s."""
+
+    @abstractmethod
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Durably record the next offset to read for each (topic, partition)."""
+
+    @abstractmethod
+    def committed(self) -> dict[TopicPartition, int]:
+        """The group's committed offsets for this member's assigned partitions."""
+
+    @abstractmethod
+    def assignment(self) -> list[TopicPartition]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Bus(ABC):
+    @abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abstractmethod
+    def consumer(self, group: str, topics: Sequence[str]) -> Consumer: ...
+
+    @abstractmethod
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next appended record will get."""
+
+    @abstractmethod
+    def committed_offsets(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition, the group's committed offset (0 when none)."""
+
+    def lag(self, group: str, topic: str) -> dict[int, int]:
+        """Per partition, records appended but not yet committed by ``group``."""
+        ends = self.end_offsets(topic)
+        done = self.committed_offsets(group, topic)
+        return {p: max(0, end - done.get(p, 0)) for p, end in ends.items()}
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def open_bus(project: Project) -> Bus:
+    """The bus the project configures (``bus.type``)."""
+    from clickloop.config.infra import KafkaBusConfig
+
+    cfg = project.config.bus
+    if isinstance(cfg, KafkaBusConfig):
+        from clickloop.bus.kafka import KafkaBus
+
+        return KafkaBus(cfg)
+    from clickloop.bus.local import LocalBus
+
+    path = project.resolve_path(cfg.path) if cfg.path else project.state_path("bus")
+    return LocalBus(path, cfg)

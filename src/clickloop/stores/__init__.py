@@ -1,0 +1,1 @@
+"""Feature stores: online (SQLite, Redis) and offline (Parquet in the lake)."""
