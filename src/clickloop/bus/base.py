@@ -18,6 +18,12 @@ Semantics every backend guarantees:
 * :meth:`Consumer.commit` stores, per (topic, partition), the *next* offset to
   read; a new member of the group resumes there.
 
+Message format on the ``events`` topic: one JSON object per message (UTF-8),
+canonical field names (``event_id``, ``ts``, ``received_at``, ``type``,
+``user_id``, ``session_id``, ``url``, ``referrer``, ``props``), times as
+ISO-8601 strings; key = ``user_id`` (UTF-8). Producers outside clickloop may
+publish too, so consumers validate every message like any other input.
+
 >>> bus = open_bus(project)                                  # doctest: +SKIP
 >>> bus.producer().publish("events", [(b"u1", b'{"event_id": "e1", ...}')])
 >>> c = bus.consumer("lake-ingest", ["events"])

@@ -17,7 +17,7 @@ import typer
 from typer.exceptions import TyperException
 
 from clickloop import __version__, logs
-from clickloop.cli import project_cmds
+from clickloop.cli import ingest_cmds, project_cmds
 from clickloop.cli.common import State, err_console
 from clickloop.errors import EXIT_FAILURE, EXIT_USAGE, ClickloopError, ConfigError
 
@@ -92,6 +92,7 @@ def root(
 
 
 project_cmds.register(app)
+ingest_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
