@@ -151,67 +151,213 @@ class FeatureSetConfig(Section):
 
 
 class LabelConfig(Section):
+    """What makes an example positive: a matching outcome event within a horizon.
+
+    ``match`` lists the keys the outcome shares with the example (``user_id``,
+    ``props.item_id``, …). An example younger than ``within`` at the end of the
+    data cannot be labelled yet and is excluded.
+    """
+
     event: str = Field(..., description="filter for the outcome events, e.g. type = 'click'")
-    match: list[str] = Field(default_factory=lambda: ["user_id"])
+    match: list[str] = Field(default_factory=lambda: ["user_id"], min_length=1)
     within: Duration = Field(..., description="horizon after the example, e.g. 30m")
+    name: str = Field("label", description="name of the label column in reports")
+    attribution: Literal["last", "all"] = Field(
+        "last",
+        description="an outcome labels only the latest matching example before it (last), "
+        "or every matching example within the horizon (all)",
+    )
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("the label horizon must be positive")
+        return v
 
 
 class SplitConfig(Section):
+    """Time-based split with a gap; ``kfold`` adds purged time-blocked folds on the dev part."""
+
     by: Literal["time", "kfold"] = "time"
     test: Fraction = 0.2
     validation: Fraction = 0.1
-    gap: Duration = Field(timedelta(hours=1))
-    folds: int = Field(5, ge=2)
+    gap: Duration = Field(
+        timedelta(hours=1),
+        description="examples this close before the test (or validation) start are left out; "
+        "never less than the label horizon",
+    )
+    folds: int = Field(5, ge=2, le=20)
 
 
 class SamplingConfig(Section):
-    negatives: float | None = Field(None, gt=0, le=1, description="keep this share of negatives")
-    stratify: list[str] = Field(default_factory=list)
-    max_per_entity: int | None = Field(None, ge=1)
-    class_weight: Literal["balanced"] | None = None
+    """How the *training* slice is sampled (validation and test are never sampled)."""
+
+    negatives: float | None = Field(
+        None, gt=0, le=1, description="keep this share of negatives; scores are prior-corrected"
+    )
+    max_examples: int | None = Field(
+        None, ge=100, description="downsample training to this many rows (stratified if set)"
+    )
+    stratify: list[str] = Field(
+        default_factory=list, description="columns whose mix max_examples preserves (and label)"
+    )
+    max_per_entity: int | None = Field(None, ge=1, description="cap examples per entity")
+    class_weight: Literal["balanced"] | dict[int, float] | None = Field(
+        None, description="weight classes instead of sampling (prior-corrected the same way)"
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SamplingConfig:
+        if self.negatives is not None and self.class_weight is not None:
+            raise ValueError("use either negatives (downsampling) or class_weight, not both")
+        if isinstance(self.class_weight, dict):
+            if set(self.class_weight) != {0, 1} or min(self.class_weight.values()) <= 0:
+                raise ValueError("class_weight needs positive weights for classes 0 and 1")
+        return self
 
 
 class SelectionConfig(Section):
+    """Feature selection: filters, embedded methods, stability, and the leakage alarm."""
+
+    enabled: bool = True
     max_features: int | None = Field(None, ge=1)
     max_missing: float = Field(0.95, ge=0, le=1)
     min_variance: float = Field(0.0, ge=0)
+    min_mutual_info: float = Field(0.0, ge=0, description="drop features below (0: report only)")
     max_correlation: float = Field(0.98, gt=0, le=1)
+    l1: bool | None = Field(
+        None, description="drop features an L1 logistic model zeroes (default: linear models only)"
+    )
+    l1_c: float = Field(0.05, gt=0, description="inverse L1 strength")
+    importance: bool = Field(True, description="gain importance with a permutation check")
+    min_permutation_gain: float = Field(
+        0.0002, description="drop features whose permutation AUC gain is at most this"
+    )
+    stability_folds: int = Field(3, ge=1, le=10)
+    min_stability: float = Field(0.5, ge=0, le=1, description="share of folds that must keep it")
+    sample: int = Field(200_000, ge=1000, description="rows used for selection statistics")
     leakage_auc: float = Field(0.99, gt=0.5, le=1)
-    allow_leaky: list[str] = Field(default_factory=list)
+    allow_leaky: list[str] = Field(
+        default_factory=list, description="features acknowledged as predictive on their own"
+    )
+
+
+class RangeSpec(Section):
+    """A numeric search range: ``{low: 0.01, high: 0.3, log: true}``."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RangeSpec:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
 
 
 class SearchConfig(Section):
+    """Hyperparameter search on the validation slice (optuna when installed, else random)."""
+
     trials: int = Field(20, ge=1)
-    space: dict[str, list[Any]] = Field(default_factory=dict)
-    metric: str = "roc_auc"
+    space: dict[str, RangeSpec | list[Any]] = Field(
+        default_factory=dict, description="param → range or list of choices; default per algorithm"
+    )
+    metric: Literal["roc_auc", "pr_auc", "log_loss"] = "roc_auc"
+    method: Literal["auto", "optuna", "random"] = "auto"
+    timeout: Duration | None = Field(None, description="stop searching after this long")
 
 
 class AlgorithmConfig(Section):
     type: str = Field("lightgbm", description="lightgbm, logistic, or module:Class of an estimator")
     params: dict[str, Any] = Field(default_factory=dict)
     search: SearchConfig | None = None
+    calibration: Literal["prior", "platt", "isotonic"] = Field(
+        "prior", description="prior correction only, or also fit Platt/isotonic on validation"
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in ("lightgbm", "logistic") and not re.match(r"^[\w.]+[:.][A-Za-z_]\w*$", v):
+            raise ValueError(
+                f"{v!r} is not an algorithm: use lightgbm, logistic, or an import path such "
+                "as sklearn.ensemble:HistGradientBoostingClassifier"
+            )
+        return v
 
 
 class GatesConfig(Section):
-    metric: str = "roc_auc"
-    min_gain: float = 0.0
-    max_slice_regression: float | None = None
+    """What a challenger must show, on the same test slice, to replace the champion."""
+
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    min_gain: float = Field(0.0, description="required improvement of metric over the champion")
+    margins: dict[str, float] = Field(
+        default_factory=dict, description="other metrics' required gains (log_loss: 0 → no worse)"
+    )
+    max_slice_regression: float | None = Field(
+        None, ge=0, description="no slice's metric may fall by more than this"
+    )
+    min_slice_examples: int = Field(200, ge=1, description="smaller slices are not gated")
+
+
+class CrossConfig(Section):
+    """Look a request value up in an entity's list/map feature (e.g. item category in top-5)."""
+
+    feature: str = Field(..., description="a list (top_k) or map (histogram) feature")
+    key: str = Field(..., description="a request-time column, e.g. item__category")
+    name: str | None = None
 
 
 class ModelConfig(Section):
     examples: str = Field(..., description="filter for example events, e.g. type = 'impression'")
     label: LabelConfig
-    features: list[str] = Field(default_factory=list)
-    start: str | None = None
-    end: str | None = None
+    entity: str = Field("user_id", description="entity key for feature sets and per-entity caps")
+    features: list[str] = Field(
+        default_factory=list, description="feature sets, and request.url for URL fields"
+    )
+    context: list[str] = Field(
+        default_factory=list,
+        description="request-time columns of the example event used as features (props.position)",
+    )
+    crosses: list[CrossConfig] = Field(default_factory=list)
+    start: str | None = Field(None, description="first example time (ISO date or datetime)")
+    end: str | None = Field(None, description="examples strictly before this time")
     split: SplitConfig = Field(default_factory=SplitConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
-    slices: list[str] = Field(default_factory=list)
+    slices: list[str] = Field(
+        default_factory=lambda: ["host", "item__category", "user_kind"],
+        description="columns reported slice by slice (missing ones are skipped)",
+    )
     threshold: Literal["f1", "youden"] | float = "f1"
     seed: int = 0
+    description: str = ""
+
+    @field_validator("start", "end")
+    @classmethod
+    def _iso(cls, v: str | None) -> str | None:
+        if v is not None:
+            from datetime import datetime
+
+            try:
+                datetime.fromisoformat(v.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValueError(f"{v!r} is not an ISO date or datetime") from exc
+        return v
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: Any) -> Any:
+        if isinstance(v, float) and not 0 < v < 1:
+            raise ValueError("a fixed threshold must be between 0 and 1")
+        return v
 
 
 # -- experiments -----------------------------------------------------------------------
@@ -273,7 +419,8 @@ class PipelineConfig(Section):
 
 
 __all__ = [
-    "AggregateConfig", "AlgorithmConfig", "Duration", "ExperimentConfig", "FeatureSetConfig",
-    "GatesConfig", "LabelConfig", "ModelConfig", "Name", "PipelineConfig", "SamplingConfig",
-    "SelectionConfig", "SplitConfig", "UrlRuleConfig", "UrlsConfig", "Window",
+    "AggregateConfig", "AlgorithmConfig", "CrossConfig", "Duration", "ExperimentConfig",
+    "FeatureSetConfig", "GatesConfig", "LabelConfig", "ModelConfig", "Name", "PipelineConfig",
+    "RangeSpec", "SamplingConfig", "SearchConfig", "SelectionConfig", "SplitConfig",
+    "UrlRuleConfig", "UrlsConfig", "Window",
 ]  # fmt: skip
