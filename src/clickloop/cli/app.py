@@ -16,6 +16,7 @@ import orjson
 import typer
 from typer.exceptions import TyperException
 
+import clickloop.cli.collector_cmds  # noqa: F401  (adds `ingest serve`)
 from clickloop import __version__, logs
 from clickloop.cli import ingest_cmds, project_cmds
 from clickloop.cli.common import State, err_console

@@ -257,8 +257,13 @@ def _files(project: Project, src: FilesSourceConfig) -> str:
 
 
 def _collector(src: CollectorSourceConfig) -> str:
-    if not src.tokens and not src.pixel_public:
-        return "warning: no tokens configured: every request will be refused with 401"
-    auth = f"{len(src.tokens)} token(s)" if src.tokens else "no tokens"
-    pixel = ", public pixel" if src.pixel_public else ""
-    return f"listens on {src.host}:{src.port}, {auth}{pixel}"
+    from clickloop.ingest.collector_auth import CollectorAuth
+
+    auth = CollectorAuth.from_config(src)  # an empty token fails the check
+    where = f"listens on {src.host}:{src.port}"
+    if not auth.enabled:
+        return (
+            f"warning: authentication disabled (no tokens): anyone who can reach "
+            f"{src.host}:{src.port} can send events"
+        )
+    return f"{where}, {auth.describe()}"

@@ -1,0 +1,1 @@
+"""Acquisition: batch import, the stream ingester and the HTTP collector."""

@@ -1,0 +1,575 @@
+"""The collector's record handling: request bodies → records → canonical events → bus messages.
+
+Three steps, each a pure function of its input so they can be tested alone:
+
+1. :func:`parse_body` reads one JSON object, a JSON array of objects, or NDJSON
+   (one object per line) and refuses, per record, what is not an object
+   (``not_an_object``) or, in NDJSON, not JSON (``unparseable``). A body that
+   is not JSON at all is an :class:`~clickloop.errors.InvalidInputError`.
+   :func:`parse_query` turns a tracking pixel's query string into one record.
+2. :class:`EventValidator` maps records through the source's
+   :class:`~clickloop.events.Mapping` and the event contract's vectorised
+   validator. Records of many requests are validated in one call (the
+   validator has a fixed cost of a few milliseconds per call, so the collector
+   coalesces concurrent requests) and every record's outcome depends on that
+   record alone, never on the others it was batched with.
+3. :func:`to_messages` spells the valid events as the ``events`` topic's
+   messages (see :mod:`clickloop.bus.base`): one canonical JSON object each,
+   keyed by ``user_id``.
+
+>>> from clickloop.events import Mapping
+>>> parsed = parse_body(b'[{"event_id": "e1", "ts": 1793491200000, "type": "click",'
+...                     b' "user_id": "u1"}, 5]', "application/json")
+>>> parsed.total, [r.reason for r in parsed.rejects]
+(2, ['not_an_object'])
+>>> out = EventValidator(Mapping()).validate(parsed.records, [1793491200000000])
+>>> out.events.num_rows, to_messages(out.events)[0][0]
+(1, b'u1')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from clickloop.errors import InvalidInputError
+from clickloop.events.mapping import Mapping
+from clickloop.events.schema import EVENT_SCHEMA, FIELDS, MAX_ID, PROPS_TYPE, UTC_US, Reason
+from clickloop.events.validate import validate
+
+NDJSON_TYPES: Final = frozenset(
+    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+)
+JSON_TYPES: Final = frozenset({"application/json", "text/json"})
+# Bodies of these types (or none) are sniffed: navigator.sendBeacon sends text/plain.
+SNIFFED_TYPES: Final = frozenset({"", "text/plain", "application/octet-stream"})
+PIXEL_IGNORED: Final = frozenset({"_"})  # the conventional cache-buster parameter
+
+_BOM: Final = b"\xef\xbb\xbf"
+# Stand-ins for values of a type the contract never accepts in a field (a list
+# as user_id, a boolean as ts, …). Each makes the validator report that
+# field's bad_* reason at its usual priority; the detail is then rewritten to
+# quote the original value. U+E000 is a private-use character no client sends.
+_MARK: Final = "\ue000"
+_BAD_ID: Final = _MARK * (MAX_ID + 1)  # longer than any identifier may be
+_BAD_TEXT: Final = _MARK  # fails the type pattern, the URL patterns and every time format
+_BAD_PROPS: Final = '["\ue000"]'  # JSON text that is not an object
+_INT64: Final = 2**63
+
+_ID_FIELDS: Final = frozenset({"event_id", "user_id", "session_id"})
+_TEXT_FIELDS: Final = frozenset({"type", "url", "referrer"})
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The body's Content-Type or Content-Encoding is not one the collector reads."""
+
+    http_status = 415
+    code = "unsupported_media_type"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """One refused record: its position in the request, a reason code and a detail."""
+
+    index: int
+    reason: str
+    detail: str
+    line: int | None = None  # 1-based line of an NDJSON body
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "reason": self.reason, "detail": self.detail}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+
+@dataclass
+class Parsed:
+    """The records of one request: objects to validate, and what was refused while parsing."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # request index of each record
+    rejects: list[Reject] = field(default_factory=list)
+    total: int = 0  # records in the request (objects + refused)
+    lines: dict[int, int] | None = None  # request index → NDJSON line
+
+
+def media_type(content_type: str | None) -> str:
+    """``"application/json; charset=utf-8"`` → ``"application/json"``."""
+    if not content_type:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def parse_body(body: bytes, content_type: str | None) -> Parsed:
+    """Split a request body into records.
+
+    JSON (``application/json``) is one object or an array of objects; NDJSON
+    (``application/x-ndjson`` and friends) is one object per line, blank lines
+    skipped. Without a content type (or with ``text/plain``, as
+    ``navigator.sendBeacon`` sends) the body is read as JSON if it parses as
+    JSON, otherwise as NDJSON if it has several lines.
+
+    >>> parse_body(b'{"a": 1}\\n[2]\\n', "application/x-ndjson").rejects[0].reason
+    'not_an_object'
+    """
+    kind = media_type(content_type)
+    if kind.endswith("+json"):
+        kind = "application/json"
+    if kind not in NDJSON_TYPES and kind not in JSON_TYPES and kind not in SNIFFED_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"cannot read a request body of type {kind!r}",
+            hint="send application/json (an object or an array of objects) "
+            "or application/x-ndjson (one object per line)",
+            content_type=kind,
+        )
+    if body.startswith(_BOM):
+        body = body[len(_BOM) :]
+    if not body.strip():
+        raise _unparseable("the request body is empty")
+    if kind in NDJSON_TYPES:
+        return _ndjson(body)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if kind in SNIFFED_TYPES and b"\n" in body.strip():
+            return _ndjson(body)
+        raise _unparseable(f"the request body is not valid JSON: {exc}") from None
+    return _json(value)
+
+
+def _unparseable(message: str) -> InvalidInputError:
+    return InvalidInputError(
+        message,
+        hint="send one JSON object, a JSON array of objects, or NDJSON "
+        "(Content-Type: application/x-ndjson), UTF-8 encoded",
+        accepted=0,
+        rejected=1,  # the body, as one unreadable record
+        reasons={Reason.UNPARSEABLE.value: 1},
+        errors=[{"index": None, "reason": Reason.UNPARSEABLE.value, "detail": message}],
+    )
+
+
+def _json(value: Any) -> Parsed:
+    items = value if isinstance(value, list) else [value]
+    out = Parsed(total=len(items))
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            out.records.append(item)
+            out.positions.append(i)
+        else:
+            out.rejects.append(
+                Reject(i, Reason.NOT_AN_OBJECT.value, f"a JSON {_kind_name(item)}, not an object")
+            )
+    return out
+
+
+def _ndjson(body: bytes) -> Parsed:
+    out = Parsed(lines={})
+    index = 0
+    for number, raw in enumerate(body.split(b"\n"), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        assert out.lines is not None
+        out.lines[index] = number
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            out.rejects.append(
+                Reject(index, Reason.UNPARSEABLE.value, f"not valid JSON: {exc}", number)
+            )
+        else:
+            if isinstance(item, dict):
+                out.records.append(item)
+                out.positions.append(index)
+            else:
+                out.rejects.append(
+                    Reject(
+                        index,
+                        Reason.NOT_AN_OBJECT.value,
+                        f"a JSON {_kind_name(item)}, not an object",
+                        number,
+                    )
+                )
+        index += 1
+    out.total = index
+    return out
+
+
+def _kind_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "value"
+
+
+def parse_query(params: Iterable[tuple[str, str]], referer: str | None = None) -> dict[str, Any]:
+    """A tracking pixel's query parameters as one record (the last of repeated names wins).
+
+    The page that shows the pixel is the request's ``Referer``: it is the
+    event's ``url`` unless the query names one. The cache-buster ``_`` is ignored.
+
+    >>> parse_query([("event_id", "e1"), ("plan", "pro"), ("_", "17")], "https://a.example/x")
+    {'event_id': 'e1', 'plan': 'pro', 'url': 'https://a.example/x'}
+    """
+    record: dict[str, Any] = {}
+    for name, value in params:
+        if name not in PIXEL_IGNORED:
+            record[name] = value
+    if referer and "url" not in record:
+        record["url"] = referer
+    return record
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What :meth:`EventValidator.validate` made of a list of records.
+
+    ``events`` holds the valid records as canonical events, in input order;
+    ``accepted[i]`` is the input position of ``events`` row ``i``; each reject
+    is ``(position, reason, detail)``.
+    """
+
+    events: pa.Table
+    accepted: np.ndarray
+    rejects: list[tuple[int, str, str]]
+
+
+class EventValidator:
+    """Validate JSON records against the event contract through a source's mapping.
+
+    Values are first brought to one Arrow type per column, in Python, so that
+    records of any shape share one vectorised validation: identifiers become
+    strings (integers spelt in decimal), ``props`` a map of strings, properties
+    folded from other keys their spelling — floats spelt as Arrow spells them,
+    so an event gets the same props through the collector as through a batch
+    import of the same JSON. A value of a type a field never accepts (a list as
+    ``user_id``, a boolean as ``ts``) is replaced by a stand-in that fails that
+    field's check at its usual priority, and the reject's detail quotes the
+    original. Records are validated in groups by the kind of their ``ts``
+    (integer, float, text), so no record's outcome depends on its batch-mates.
+
+    >>> v = EventValidator(Mapping())
+    >>> record = {"event_id": [1], "ts": 1793491200, "type": "click", "user_id": "u"}
+    >>> v.validate([record], [1793491200_000000]).rejects[0][1:]
+    ('bad_event_id', 'event_id=[1]: event_id must be a string or integer of at most 128 characters')
+    """
+
+    def __init__(self, mapping: Mapping, *, max_future: timedelta = timedelta(hours=1)) -> None:
+        self.mapping = mapping
+        self.max_future = max_future
+        self.ts_format = mapping.format_of("ts")
+        self.roles: dict[str, str] = {}  # record key → the field whose rules it follows
+        for name in FIELDS:
+            if name == "received_at":
+                continue  # always the collector's arrival time
+            spec = mapping.columns.get(name)  # type: ignore[call-overload]
+            if spec is None:
+                self.roles.setdefault(name, name)
+            elif spec.from_ is not None:
+                self.roles.setdefault(spec.from_, name)
+        # a key mapped to received_at is read by nothing: the arrival time wins
+        self.ignored = {
+            spec.from_
+            for name, spec in mapping.columns.items()
+            if name == "received_at" and spec.from_ is not None and spec.from_ not in self.roles
+        }
+        listed = mapping.props if isinstance(mapping.props, list) else []
+        self.listed_props = [k for k in listed if k not in self.roles and k not in self.ignored]
+
+    # public ----------------------------------------------------------------------------
+
+    def validate(self, records: Sequence[dict[str, Any]], arrivals_us: Sequence[int]) -> Outcome:
+        """Validate ``records`` whose arrival times (UTC µs) are ``arrivals_us``."""
+        n = len(records)
+        if n == 0:
+            return Outcome(EVENT_SCHEMA.empty_table(), np.zeros(0, np.int64), [])
+        cols = _Columns(n)
+        self._fill(cols, records)
+        tables: list[pa.Table] = []
+        positions: list[np.ndarray] = []
+        rejects: list[tuple[int, str, str]] = []
+        arrivals = np.asarray(arrivals_us, dtype=np.int64)
+        for rows, bad_props in cols.groups():
+            table = cols.table(rows, bad_props)
+            mapped = self.mapping.apply(table, where="request")
+            idx = mapped.schema.get_field_index("received_at")
+            arrival = pa.array(arrivals if rows is None else arrivals[rows]).cast(UTC_US)
+            mapped = mapped.set_column(idx, "received_at", arrival)
+            out = validate(
+                mapped,
+                ts_format=self.ts_format,
+                timezone=self.mapping.timezone,
+                max_future=self.max_future,
+            )
+            where = np.arange(n) if rows is None else rows
+            tables.append(out.events)
+            positions.append(where[out.accepted])
+            for r, reason, detail in zip(out.rejected, out.reasons, out.details, strict=True):
+                pos = int(where[r])
+                rejects.append((pos, reason, _rewrite(detail, reason, cols.originals.get(pos))))
+        events = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        accepted = np.concatenate(positions)
+        if len(tables) > 1:  # restore input order (one user's events stay in order)
+            order = np.argsort(accepted, kind="stable")
+            events, accepted = events.take(pa.array(order)), accepted[order]
+        rejects.sort()
+        return Outcome(_no_empty_props(events), accepted.astype(np.int64), rejects)
+
+    # internals -------------------------------------------------------------------------
+
+    def _fill(self, cols: _Columns, records: Sequence[dict[str, Any]]) -> None:
+        n = len(records)
+        for key, role in self.roles.items():
+            if role == "props":
+                cols.props(key, [r.get(key) for r in records])
+                continue
+            values: list[Any] = [None] * n
+            for i, record in enumerate(records):
+                v = record.get(key)
+                if v is None:
+                    continue
+                if role in _ID_FIELDS:
+                    out = _id(v)
+                elif role in _TEXT_FIELDS:
+                    out = v if isinstance(v, str) else _BAD_TEXT
+                else:  # ts
+                    out, cols.ts_kind[i] = _time(v)
+                if out is _BAD_ID or out is _BAD_TEXT:
+                    cols.originals.setdefault(i, {})[role] = v
+                values[i] = out
+            cols.lists[key] = values
+        extra_keys: list[str]
+        if self.mapping.props == "rest":
+            seen: dict[str, None] = {}
+            for record in records:
+                for key in record:
+                    if key not in self.roles and key not in FIELDS and key not in self.ignored:
+                        seen[key] = None
+            extra_keys = list(seen)
+        else:
+            extra_keys = self.listed_props
+        for key in extra_keys:
+            values = [None] * n
+            for i, record in enumerate(records):
+                cols.spell(record.get(key), values, i)
+            cols.lists[key] = values
+        for key in self.ignored:
+            cols.lists[key] = [None] * n
+        cols.finish()
+
+
+class _Columns:
+    """The columns of one batch of records, built value by value, then sliced into groups."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.lists: dict[str, list[Any]] = {}
+        self.props_key: str | None = None
+        self.props_map: pa.MapArray | None = None
+        self.bad_props = np.zeros(n, bool)
+        self.ts_kind = np.zeros(n, np.int8)  # 0 text or missing, 1 integer, 2 float
+        self.originals: dict[int, dict[str, Any]] = {}  # row → field → the replaced value
+        self._floats: list[float] = []
+        self._float_slots: list[tuple[list[Any], int]] = []
+        self._props: tuple[list[int], list[str], list[Any], list[bool]] | None = None
+
+    def spell(self, v: Any, target: list[Any], i: int) -> None:
+        """``target[i]`` = the property spelling of ``v`` (floats filled in by :meth:`finish`)."""
+        if v is None or isinstance(v, str):
+            target[i] = v
+        elif isinstance(v, bool):
+            target[i] = "true" if v else "false"
+        elif isinstance(v, int):
+            target[i] = str(v)
+        elif isinstance(v, float):
+            self._floats.append(v)
+            self._float_slots.append((target, i))
+        else:  # nested: compact JSON text, as the contract keeps it
+            target[i] = _dumps(v)
+
+    def props(self, key: str, values: list[Any]) -> None:
+        offsets: list[int] = [0]
+        keys: list[str] = []
+        spelled: list[Any] = []
+        nulls: list[bool] = []
+        for i, v in enumerate(values):
+            obj = _props_object(v)
+            if obj is None or obj is _BAD_PROPS:
+                if obj is _BAD_PROPS:
+                    self.bad_props[i] = True
+                    self.originals.setdefault(i, {})["props"] = v
+                nulls.append(True)
+            elif isinstance(v, str):  # JSON text: spelt as the validator spells JSON text
+                for k, x in obj.items():
+                    if x is not None:
+                        keys.append(str(k))
+                        spelled.append(x if isinstance(x, str) else _dumps(x))
+                nulls.append(False)
+            else:
+                for k, x in obj.items():
+                    if x is not None:
+                        keys.append(str(k))
+                        spelled.append(None)
+                        self.spell(x, spelled, len(spelled) - 1)
+                nulls.append(False)
+            offsets.append(len(keys))
+        self.props_key = key
+        self._props = (offsets, keys, spelled, nulls)
+
+    def finish(self) -> None:
+        if self._floats:  # one vectorised cast: Arrow's spelling of doubles
+            texts = pa.array(self._floats, pa.float64()).cast(pa.string()).to_pylist()
+            for (target, i), text in zip(self._float_slots, texts, strict=True):
+                target[i] = text
+        if self._props is not None:
+            offsets, keys, spelled, nulls = self._props
+            self.props_map = pa.MapArray.from_arrays(
+                pa.array(offsets, pa.int32()),
+                pa.array(keys, pa.string()),
+                pa.array(spelled, pa.string()),
+                type=PROPS_TYPE,
+                mask=pa.array(nulls, pa.bool_()) if any(nulls) else None,
+            )
+
+    def groups(self) -> list[tuple[np.ndarray | None, bool]]:
+        """Row groups of one ts kind and props state each (``None``: all rows)."""
+        key = self.ts_kind.astype(np.int16) + 3 * self.bad_props
+        kinds = np.unique(key)
+        if len(kinds) == 1:
+            return [(None, bool(kinds[0] >= 3))]
+        return [(np.nonzero(key == k)[0], bool(k >= 3)) for k in kinds]
+
+    def table(self, rows: np.ndarray | None, bad_props: bool) -> pa.Table:
+        size = self.n if rows is None else len(rows)
+        arrays: dict[str, pa.Array] = {}
+        for key, values in self.lists.items():
+            picked = values if rows is None else [values[i] for i in rows]
+            has = any(v is not None for v in picked)
+            arrays[key] = pa.array(picked) if has else pa.nulls(size)
+        if self.props_key is not None:
+            if bad_props:  # text that is not a JSON object: the validator's bad_props
+                arrays[self.props_key] = pa.array([_BAD_PROPS] * size, pa.string())
+            else:
+                assert self.props_map is not None
+                m = self.props_map
+                arrays[self.props_key] = m if rows is None else m.take(pa.array(rows))
+        if not arrays:  # every field a constant: rows without columns
+            return pa.table({"_": pa.nulls(size)}).drop(["_"])
+        return pa.table(arrays)
+
+
+def _no_empty_props(events: pa.Table) -> pa.Table:
+    """Empty props are no props (null): whether a table-wide mapping gives a record an
+    empty map depends on the other records in the table; a collector's answer must not."""
+    props = events.column("props").combine_chunks()
+    null = np.asarray(props.is_null().to_numpy(zero_copy_only=False), bool)
+    empty = np.diff(np.asarray(props.offsets.to_numpy(zero_copy_only=False))) == 0
+    if not (empty & ~null).any():
+        return events
+    mask = empty | null
+    cleaned = pa.MapArray.from_arrays(
+        props.offsets, props.keys, props.items, type=PROPS_TYPE, mask=pa.array(mask)
+    )
+    return events.set_column(events.schema.get_field_index("props"), events.field("props"), cleaned)
+
+
+def _id(v: Any) -> Any:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return _BAD_ID
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2.0**53:
+        return str(int(v))
+    return _BAD_ID
+
+
+def _time(v: Any) -> tuple[Any, int]:
+    if isinstance(v, str):
+        return v, 0
+    if isinstance(v, bool):
+        return _BAD_TEXT, 0
+    if isinstance(v, int):
+        if -_INT64 <= v < _INT64:
+            return v, 1
+        return float(v), 2  # beyond int64: as a float, like a JSON reader would
+    if isinstance(v, float):
+        return v, 2
+    return _BAD_TEXT, 0
+
+
+def _props_object(v: Any) -> Any:
+    """A props value as a dict, ``None`` (absent) or ``_BAD_PROPS``.
+
+    Text is read as JSON (as CSV exports carry it): blank is absent, anything
+    but an object is bad — the validator's rules for props text.
+    """
+    if v is None or isinstance(v, dict):
+        return v
+    if isinstance(v, str):
+        if not v.strip():
+            return None
+        try:
+            v = orjson.loads(v)
+        except orjson.JSONDecodeError:
+            return _BAD_PROPS
+        return v if isinstance(v, dict) else _BAD_PROPS
+    return _BAD_PROPS
+
+
+def _dumps(v: Any) -> str:
+    try:
+        return orjson.dumps(v).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits somewhere inside
+        return json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+
+
+def _rewrite(detail: str, reason: str, originals: dict[str, Any] | None) -> str:
+    """Quote the client's value instead of the stand-in in the validator's detail."""
+    if not originals:
+        return detail
+    for name, value in originals.items():
+        if reason == f"bad_{name}" and ": " in detail:
+            return f"{name}={_short(value)}: {detail.split(': ', 1)[1]}"
+    return detail
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- bus messages -----------------------------------------------------------------------
+
+
+def to_messages(events: pa.Table) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` pairs for the ``events`` topic: key ``user_id``, value canonical JSON.
+
+    Every canonical field is present (``null`` when absent); times are ISO-8601
+    in UTC with a ``Z``; ``props`` is an object of strings.
+    """
+    out: list[tuple[bytes, bytes]] = []
+    for row in events.to_pylist():
+        props = row["props"]
+        if props is not None:
+            row["props"] = dict(props)
+        out.append((row["user_id"].encode(), orjson.dumps(row, option=orjson.OPT_UTC_Z)))
+    return out
