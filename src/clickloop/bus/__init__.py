@@ -1,5 +1,23 @@
 """Event bus: the embedded durable log (default) and Apache Kafka behind one interface."""
 
-from clickloop.bus.base import TOPICS, Bus, Consumer, Message, Producer, open_bus
+from clickloop.bus.base import (
+    TOPICS,
+    Bus,
+    Consumer,
+    Message,
+    PartitionsRevokedError,
+    Producer,
+    TopicPartition,
+    open_bus,
+)
 
-__all__ = ["TOPICS", "Bus", "Consumer", "Message", "Producer", "open_bus"]
+__all__ = [
+    "TOPICS",
+    "Bus",
+    "Consumer",
+    "Message",
+    "PartitionsRevokedError",
+    "Producer",
+    "TopicPartition",
+    "open_bus",
+]

@@ -16,7 +16,15 @@ Semantics every backend guarantees:
 * Consumers in one group share a topic's partitions; each partition is read by
   exactly one member at a time; membership changes rebalance.
 * :meth:`Consumer.commit` stores, per (topic, partition), the *next* offset to
-  read; a new member of the group resumes there.
+  read; a new member of the group resumes there (a group that never committed
+  starts at the oldest record kept).
+* A commit is all-or-nothing and only for partitions the member owns *at the
+  moment of the commit*: if any partition in it was handed to another member
+  by a rebalance, nothing is stored and :class:`PartitionsRevokedError` names
+  the lost partitions. Their records will be delivered again to the new owner
+  from the last committed offset, so a caller drops its pending work for them
+  (or keeps it, deduplicated by ``event_id``) and may commit the others again.
+* Consumers are used from one thread; producers may be shared by threads.
 
 Message format on the ``events`` topic: one JSON object per message (UTF-8),
 canonical field names (``event_id``, ``ts``, ``received_at``, ``type``,
@@ -38,12 +46,37 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from clickloop.errors import ConflictError
+
 if TYPE_CHECKING:
     from clickloop.project import Project
 
 TOPICS: Final = ("events", "exposures", "predictions")
 
 TopicPartition = tuple[str, int]
+
+
+class PartitionsRevokedError(ConflictError):
+    """A commit named partitions this consumer no longer owns; nothing was committed.
+
+    ``partitions`` lists the lost ones. Happens after a rebalance (a member
+    joined or left) or when this member was expelled for missing heartbeats.
+    """
+
+    code = "partitions_revoked"
+
+    def __init__(self, group: str, partitions: Sequence[TopicPartition]) -> None:
+        names = ", ".join(f"{t}/{p}" for t, p in partitions)
+        super().__init__(
+            f"consumer group {group!r}: commit refused, partitions {names} are no longer "
+            "assigned to this consumer",
+            hint="their records will be redelivered to the new owner; drop the pending work "
+            "for them and commit the other partitions again",
+            group=group,
+            partitions=[f"{t}/{p}" for t, p in partitions],
+        )
+        self.group = group
+        self.partitions = list(partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +105,11 @@ class Consumer(ABC):
 
     @abstractmethod
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Durably record the next offset to read for each (topic, partition)."""
+        """Durably record the next offset to read for each (topic, partition).
+
+        Raises :class:`PartitionsRevokedError` (and stores nothing) if any of
+        them is no longer assigned to this consumer.
+        """
 
     @abstractmethod
     def committed(self) -> dict[TopicPartition, int]:

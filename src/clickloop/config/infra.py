@@ -29,6 +29,10 @@ class LocalBusConfig(Section):
     fsync: Literal["always", "batch", "never"] = Field(
         "batch", description="when appends reach the disk: every append, every batch, or never"
     )
+    session_timeout: Duration = Field(
+        timedelta(seconds=10),
+        description="a consumer-group member silent this long is expelled and its partitions move",
+    )
 
 
 class KafkaBusConfig(Section):
