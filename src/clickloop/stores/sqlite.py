@@ -31,7 +31,8 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -130,10 +131,16 @@ class SqliteOnlineStore(OnlineStore):
             con.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache per connection
             con.execute("PRAGMA mmap_size = 268435456")  # reads from the page cache, no copy
             con.execute("PRAGMA temp_store = MEMORY")
-        except sqlite3.Error as exc:
+        except sqlite3.OperationalError as exc:
             raise BackendUnavailableError(
                 f"cannot open the online store {self.path}: {exc}",
                 hint="check the path and its permissions (stores.online.path)",
+            ) from exc
+        except sqlite3.DatabaseError as exc:
+            raise DataError(
+                f"{self.path} is not a usable online store: {exc}",
+                hint="point stores.online.path at a new file, or delete this one and "
+                "re-materialise",
             ) from exc
         self._local.con = con
         with self._lock:
@@ -192,15 +199,16 @@ class SqliteOnlineStore(OnlineStore):
 
     def _register_schema(self, feature_set: str, codec: RowCodec) -> None:
         con = self._con()
-        con.execute(
-            "INSERT INTO online_schemas (fs, sid, schema, created_us) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (fs, sid) DO NOTHING",
-            (feature_set, codec.sid, codec.schema_json, now_us()),
-        )
-        stored = con.execute(
-            "SELECT schema FROM online_schemas WHERE fs = ? AND sid = ?", (feature_set, codec.sid)
-        ).fetchone()[0]
-        if bytes(stored) != codec.schema_json:  # a 32-bit hash collision: never silently mix
+        stored = self._load_schema(feature_set, codec.sid)
+        if stored is None:
+            with self._transaction(con, f"registering the schema of {feature_set!r}"):
+                con.execute(
+                    "INSERT INTO online_schemas (fs, sid, schema, created_us) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (fs, sid) DO NOTHING",
+                    (feature_set, codec.sid, codec.schema_json, now_us()),
+                )
+            stored = self._load_schema(feature_set, codec.sid)
+        if stored != codec.schema_json:  # a 32-bit hash collision: never silently mix
             raise DataError(
                 f"schema id {codec.sid} of feature set {feature_set!r} is already used by "
                 "another schema",
@@ -229,14 +237,30 @@ class SqliteOnlineStore(OnlineStore):
             chunk.records.to_pylist(),
         )
         before = con.total_changes
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(con, f"writing feature set {feature_set!r}"):
             con.executemany(_UPSERT.format(now=now_us()), params)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return con.total_changes - before
+
+    @contextmanager
+    def _transaction(self, con: sqlite3.Connection, what: str) -> Iterator[None]:
+        """One write transaction; a lock held too long by another writer is a clear error."""
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise BackendUnavailableError(
+                f"online store {self.path} stayed locked by another writer while {what} "
+                f"({self._busy_ms} ms): {exc}",
+                hint="another process is writing a large batch; retry, or raise busy_timeout",
+            ) from exc
 
     def _record_write(
         self,
@@ -247,14 +271,17 @@ class SqliteOnlineStore(OnlineStore):
         applied: int,
         stale: int,
     ) -> None:
-        self._con().execute(
-            _RECORD, (feature_set, codec.sid, ttl_us, now_us(), max_event_ts, applied, stale)
-        )
+        con = self._con()
+        with self._transaction(con, f"recording a write of {feature_set!r}"):
+            con.execute(
+                _RECORD, (feature_set, codec.sid, ttl_us, now_us(), max_event_ts, applied, stale)
+            )
 
     def purge_expired(self) -> int:
         """Delete expired rows (they already read as absent); return how many."""
         con = self._con()
-        cur = con.execute("DELETE FROM online_rows WHERE expires <= ?", (now_us(),))
+        with self._transaction(con, "purging expired rows"):
+            cur = con.execute("DELETE FROM online_rows WHERE expires <= ?", (now_us(),))
         return cur.rowcount
 
     # -- reading -------------------------------------------------------------------------
@@ -327,8 +354,7 @@ class SqliteOnlineStore(OnlineStore):
     def delete(self, feature_set: str, entities: Sequence[str] | None = None) -> int:
         check_feature_set(feature_set)
         con = self._con()
-        con.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction(con, f"deleting from feature set {feature_set!r}"):
             if entities is None:
                 removed = con.execute(
                     "DELETE FROM online_rows WHERE fs = ?", (feature_set,)
@@ -346,10 +372,6 @@ class SqliteOnlineStore(OnlineStore):
                         f"({', '.join('?' * len(part))})",
                         (feature_set, *part),
                     ).rowcount
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         return removed
 
     def feature_sets(self) -> list[FeatureSetInfo]:
