@@ -253,6 +253,9 @@ class KnowledgeFile(_Model):
                 for key in ("fields", "query", "examples"):
                     if not t.get(key):
                         t.pop(key, None)
+                for key in ("fields", "query"):
+                    if key in t:  # one line per field: easy to review and to edit
+                        t[key] = {k: _Flow(_ordered(v)) for k, v in t[key].items()}
                 if not t.get("pinned"):
                     t.pop("pinned", None)
         for key in ("learned_from", "dictionaries"):
@@ -260,7 +263,7 @@ class KnowledgeFile(_Model):
                 data.pop(key, None)
         body = yaml.dump(
             data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True,
-            width=100,
+            width=120,
         )  # fmt: skip
         return HEADER + body
 
@@ -327,8 +330,24 @@ def content_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+_FIELD_ORDER: Final = ("field", "kind", "dictionary", "share", "cardinality", "examples")
+
+
+def _ordered(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in _FIELD_ORDER if k in entry}
+
+
+class _Flow(dict[str, Any]):
+    """A mapping written on one line."""
+
+
 class _Dumper(yaml.SafeDumper):
     """Block style for structure, flow style for short lists; readable in review."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
         super().increase_indent(flow, False)  # indent list items under their key
+
+
+_Dumper.add_representer(
+    _Flow, lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data, flow_style=True)
+)

@@ -1,0 +1,239 @@
+"""Where ``clickloop urls learn`` reads URLs from: the raw lake, or files.
+
+Files: JSONL / NDJSON (a ``url`` field per record, e.g. simulator output), CSV (a
+``url`` column), Parquet (a ``url`` column), ``.txt`` (one URL per line); gzip by
+extension; a directory means the files in it (a simulator directory means its
+``events/``); globs are expanded. Unreadable JSON lines are skipped and counted.
+
+>>> for batch in file_batches(["data/sim"]):      # doctest: +SKIP
+...     counts.add(batch)
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clickloop.errors import InvalidInputError, UsageError
+
+log = logging.getLogger(__name__)
+
+SUFFIXES: Final = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".txt")
+BATCH: Final = 200_000
+
+
+@dataclass
+class ReadStats:
+    files: int = 0
+    rows: int = 0
+    bad_lines: int = 0
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files named by paths, directories and globs (sorted; an empty match is an error)."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            base = p / "events" if (p / "events").is_dir() else p
+            found = sorted(f for f in base.rglob("*") if f.is_file() and _readable(f))
+        elif any(c in item for c in "*?["):
+            found = sorted(Path(f) for f in glob.glob(item, recursive=True) if _readable(Path(f)))
+        elif p.is_file():
+            found = [p]
+        else:
+            raise UsageError(f"no such file or directory: {item}")
+        if not found:
+            raise UsageError(
+                f"no readable URL files in {item}", hint=f"expected files ending in {SUFFIXES}"
+            )
+        out.extend(found)
+    return out
+
+
+def _readable(p: Path) -> bool:
+    name = p.name.lower().removesuffix(".gz")
+    return name.endswith(SUFFIXES) and not p.name.startswith(".")
+
+
+def file_batches(
+    inputs: Sequence[str],
+    *,
+    column: str = "url",
+    since: datetime | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[pa.Array]:
+    """URL arrays from files, batch by batch (``since`` filters on a ``ts`` field)."""
+    stats = stats if stats is not None else ReadStats()
+    for path in expand_inputs(inputs):
+        stats.files += 1
+        for table in _read(path, column, since is not None, stats):
+            if since is not None and "ts" in table.column_names:
+                table = table.filter(_at_or_after(table.column("ts"), since))
+            arr = table.column(column).combine_chunks()
+            stats.rows += len(arr)
+            yield arr
+
+
+def _read(path: Path, column: str, with_ts: bool, stats: ReadStats) -> Iterator[pa.Table]:
+    name = path.name.lower().removesuffix(".gz")
+    where = str(path)
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        cols = [c for c in (column, "ts" if with_ts else None) if c and c in pf.schema_arrow.names]
+        if column not in cols:
+            raise InvalidInputError(f"{where} has no column {column!r}")
+        for batch in pf.iter_batches(batch_size=BATCH, columns=cols):
+            yield pa.Table.from_batches([batch])
+    elif name.endswith(".csv"):
+        import pyarrow.csv as pcsv
+
+        include = [column] + (["ts"] if with_ts else [])
+        opts = pcsv.ConvertOptions(
+            include_columns=include,
+            include_missing_columns=True,
+            column_types=dict.fromkeys(include, pa.string()),
+        )
+        reader = pcsv.open_csv(where, convert_options=opts)
+        for batch in reader:
+            yield pa.Table.from_batches([batch])
+    elif name.endswith(".txt"):
+        yield from _lines(path, column)
+    else:
+        yield from _jsonl(path, column, with_ts, stats)
+
+
+def _open(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _lines(path: Path, column: str) -> Iterator[pa.Table]:
+    buf: list[str] = []
+    with _open(path) as f:
+        for raw in f:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if line:
+                buf.append(line)
+            if len(buf) >= BATCH:
+                yield pa.table({column: pa.array(buf, pa.string())})
+                buf = []
+    if buf:
+        yield pa.table({column: pa.array(buf, pa.string())})
+
+
+def _jsonl(path: Path, column: str, with_ts: bool, stats: ReadStats) -> Iterator[pa.Table]:
+    # orjson line by line: tolerant of broken lines and of any type in other fields
+    urls: list[str | None] = []
+    ts: list[str | None] = []
+    with _open(path) as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            try:
+                rec = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                stats.bad_lines += 1
+                continue
+            if not isinstance(rec, dict):
+                stats.bad_lines += 1
+                continue
+            u = rec.get(column)
+            urls.append(u if isinstance(u, str) else None)
+            if with_ts:
+                t = rec.get("ts")
+                ts.append(None if t is None else str(t))
+            if len(urls) >= BATCH:
+                yield _table(column, urls, ts, with_ts)
+                urls, ts = [], []
+    if urls:
+        yield _table(column, urls, ts, with_ts)
+
+
+def _table(column: str, urls: list[str | None], ts: list[str | None], with_ts: bool) -> pa.Table:
+    cols = {column: pa.array(urls, pa.string())}
+    if with_ts:
+        cols["ts"] = pa.array(ts, pa.string())
+    return pa.table(cols)
+
+
+def _at_or_after(ts: pa.ChunkedArray, since: datetime) -> pa.Array:
+    from clickloop.events.timestamps import parse_timestamps
+
+    parsed = parse_timestamps(ts)
+    return pc.fill_null(
+        pc.greater_equal(parsed.values, pa.scalar(since, parsed.values.type)), False
+    )
+
+
+def lake_available() -> bool:
+    """True once the raw lake package provides ``open_lake``."""
+    try:
+        from clickloop import lake
+    except ImportError:  # pragma: no cover - the package exists in a full install
+        return False
+    return hasattr(lake, "open_lake")
+
+
+def lake_batches(
+    project: Any,
+    *,
+    column: str = "url",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    stats: ReadStats | None = None,
+) -> Iterator[pa.Array]:
+    """URL arrays from the project's raw lake (``clickloop.lake.open_lake(project).events``)."""
+    from clickloop import lake
+
+    stats = stats if stats is not None else ReadStats()
+    events = lake.open_lake(project).events
+    params = inspect.signature(events).parameters
+    kwargs: dict[str, Any] = {}
+    if "columns" in params:
+        kwargs["columns"] = [column]
+    for names, value in ((("since", "start"), since), (("until", "end"), until)):
+        if value is None:
+            continue
+        key = next((n for n in names if n in params), None)
+        if key is None:
+            raise UsageError("this lake cannot filter events by time; drop --since/--until")
+        kwargs[key] = value
+    for part in _as_tables(events(**kwargs)):
+        if column not in part.column_names:
+            raise InvalidInputError(f"the lake's events have no column {column!r}")
+        arr = part.column(column).combine_chunks()
+        stats.rows += len(arr)
+        yield arr
+
+
+def _as_tables(got: Any) -> Iterator[pa.Table]:
+    if isinstance(got, pa.Table):
+        for batch in got.to_batches(max_chunksize=BATCH):
+            yield pa.Table.from_batches([batch])
+    elif isinstance(got, pa.RecordBatch):
+        yield pa.Table.from_batches([got])
+    elif isinstance(got, pa.RecordBatchReader):
+        for batch in got:
+            yield pa.Table.from_batches([batch])
+    elif hasattr(got, "to_batches"):  # a pyarrow dataset or scanner
+        for batch in got.to_batches():
+            yield pa.Table.from_batches([batch])
+    elif hasattr(got, "fetch_arrow_reader"):  # a DuckDB relation
+        for batch in got.fetch_arrow_reader(BATCH):
+            yield pa.Table.from_batches([batch])
+    else:
+        for item in got:
+            yield from _as_tables(item)
