@@ -18,7 +18,7 @@ from typer.exceptions import TyperException
 
 import clickloop.cli.collector_cmds  # noqa: F401  (adds `ingest serve`)
 from clickloop import __version__, logs
-from clickloop.cli import ingest_cmds, project_cmds
+from clickloop.cli import ingest_cmds, models_cmds, predict_cmds, project_cmds, train_cmds
 from clickloop.cli.common import State, err_console
 from clickloop.errors import EXIT_FAILURE, EXIT_USAGE, ClickloopError, ConfigError
 
@@ -94,6 +94,9 @@ def root(
 
 project_cmds.register(app)
 ingest_cmds.register(app)
+train_cmds.register(app)
+models_cmds.register(app)
+predict_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

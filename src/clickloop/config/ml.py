@@ -236,7 +236,7 @@ class SelectionConfig(Section):
     )
     stability_folds: int = Field(3, ge=1, le=10)
     min_stability: float = Field(0.5, ge=0, le=1, description="share of folds that must keep it")
-    sample: int = Field(200_000, ge=1000, description="rows used for selection statistics")
+    sample: int = Field(100_000, ge=1000, description="rows used for selection statistics")
     leakage_auc: float = Field(0.99, gt=0.5, le=1)
     allow_leaky: list[str] = Field(
         default_factory=list, description="features acknowledged as predictive on their own"

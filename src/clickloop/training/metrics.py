@@ -132,8 +132,9 @@ def curves(y: np.ndarray, p: np.ndarray, points: int = 200) -> dict[str, Any]:
             "precision": (tp[pick] / k[pick]).tolist(),
         }
     out["calibration"] = calibration_curve(y, p)
-    edges = np.quantile(p, np.linspace(0, 1, 41)) if len(p) else np.zeros(2)
-    edges = np.unique(np.r_[0.0, edges, 1.0])
+    top = float(np.quantile(p, 0.995)) if len(p) else 1.0
+    edges = np.linspace(0.0, max(top, 1e-6), 41)
+    edges[-1] = max(float(p.max()) if len(p) else 1.0, edges[-1])  # the tail's last bin
     out["distribution"] = {
         "edges": edges.tolist(),
         "negatives": np.histogram(p[y == 0], edges)[0].tolist(),

@@ -88,7 +88,7 @@ def url_columns(urls: pa.Array, prefix: str, knowledge: Any | None) -> dict[str,
     if knowledge is not None:
         fields = knowledge.extract(urls)
         for name in fields.column_names:
-            if name in ("url", "normalized_url", "canonical_url"):
+            if name in ("url", "path", "normalized_url", "canonical_url"):
                 continue  # the raw string is an identifier, not a feature
             col = fields.column(name)
             out[f"{prefix}__{name}"] = (

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -37,8 +38,8 @@ def events_relation(
     """Canonical events with ``start <= ts < end`` (either bound may be open)."""
     if events is None:
         try:
-            from clickloop.lake import open_lake
-        except ImportError as exc:  # the lake stage is not installed in this build
+            open_lake = importlib.import_module("clickloop.lake").open_lake
+        except (ImportError, AttributeError) as exc:  # a build without the lake stage
             raise NotFoundError(
                 "training reads events from the raw lake, which this build does not have",
                 hint="pass events=… to clickloop.training.train, or ingest into the lake first",
