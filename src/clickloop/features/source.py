@@ -1,0 +1,292 @@
+"""Where feature rows come from: the raw lake, filtered and derived, with URL fields joined.
+
+For the batch engine a feature set's rows are one DuckDB query over the lake's
+events: the filter and derived columns compiled to SQL, URL fields joined from a
+table extracted once per distinct URL (across all feature sets of a run), rows
+sorted by (entity, ts, event_id) — the order every engine uses to break ties.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clickloop.errors import ConfigError
+from clickloop.events.schema import EVENT_SCHEMA
+from clickloop.features.definition import FeatureSet
+from clickloop.features.expr import Node, columns, conjoin, conjuncts
+from clickloop.features.pit import Column, Rows
+from clickloop.features.translate import sql_string, to_sql
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from clickloop.project import Project
+
+log = logging.getLogger(__name__)
+
+
+class Knowledge(Protocol):
+    """What the engines need from URL knowledge (``clickloop.urls.UrlKnowledge``)."""
+
+    def extract(self, urls: pa.Array) -> pa.Table: ...
+
+
+def load_knowledge(project: Project) -> Knowledge | None:
+    """The project's URL knowledge, or None when the urls stage is not available."""
+    try:
+        from clickloop.urls import load_knowledge as _load
+    except ImportError:
+        return None
+    result: Knowledge = _load(project)
+    return result
+
+
+def url_fields(knowledge: Knowledge | None) -> list[str] | None:
+    """The ``url.X`` names a knowledge base provides (None: unknown, accept any)."""
+    if knowledge is None:
+        return None
+    return list(knowledge.extract(pa.array([], pa.string())).column_names)
+
+
+def lake_root(project: Project) -> str:
+    """The lake root: a local directory or an fsspec URL."""
+    from clickloop.config.infra import FsspecLakeConfig
+
+    cfg = project.config.lake
+    if isinstance(cfg, FsspecLakeConfig):
+        return cfg.root.rstrip("/")
+    return str(project.resolve_path(cfg.path) if cfg.path else project.state_path("lake"))
+
+
+def events_relation(
+    project: Project, con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None
+) -> duckdb.DuckDBPyRelation:
+    """The lake's events with ``start <= ts < end`` as a DuckDB relation."""
+    try:
+        from clickloop.lake import open_lake
+    except ImportError:
+        return _raw_events(lake_root(project), con, start, end)
+    rel: duckdb.DuckDBPyRelation = open_lake(project).events_relation(con, start, end)
+    return rel
+
+
+def _raw_events(
+    root: str, con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None
+) -> duckdb.DuckDBPyRelation:
+    """Read ``<root>/raw/events/dt=YYYY-MM-DD/*.parquet`` (used until the lake stage lands)."""
+    base = Path(root) / "raw" / "events"
+    files = sorted(str(p) for p in base.glob("dt=*/*.parquet")) if base.is_dir() else []
+    if start is not None:
+        files = [f for f in files if _dt_of(f) >= start.date().isoformat()]
+    if end is not None:
+        files = [f for f in files if _dt_of(f) <= end.date().isoformat()]
+    names = ", ".join(f'"{f.name}"' for f in EVENT_SCHEMA)
+    if not files:
+        return con.from_arrow(EVENT_SCHEMA.empty_table())
+    cond = []
+    if start is not None:
+        cond.append(f"ts >= TIMESTAMPTZ {sql_string(start.isoformat())}")
+    if end is not None:
+        cond.append(f"ts < TIMESTAMPTZ {sql_string(end.isoformat())}")
+    listing = ", ".join(sql_string(f) for f in files)
+    where = f" WHERE {' AND '.join(cond)}" if cond else ""
+    return con.sql(f"SELECT {names} FROM read_parquet([{listing}], union_by_name = true){where}")
+
+
+def _dt_of(path: str) -> str:
+    part = Path(path).parent.name
+    return part.removeprefix("dt=")
+
+
+# -- SQL for a feature set's rows ---------------------------------------------------------
+
+
+def column_sql(fs: FeatureSet, ref: str) -> str:
+    """DuckDB SQL for a column reference inside a set's row query (``ev``: events, ``u``: URLs)."""
+    if ref in fs.derive:
+        return "(" + to_sql(fs.derive[ref], lambda r: column_sql(fs, r)) + ")"
+    if ref.startswith("props."):
+        return f"ev.props[{sql_string(ref[6:])}]"
+    if ref.startswith("url."):
+        return 'u."' + ref[4:].replace('"', '""') + '"'
+    return 'ev."' + ref.replace('"', '""') + '"'
+
+
+def _resolver(fs: FeatureSet) -> Callable[[str], str]:
+    return lambda ref: column_sql(fs, ref)
+
+
+def _expanded_columns(fs: FeatureSet, node: Node) -> set[str]:
+    out: set[str] = set()
+    for ref in columns(node):
+        out |= _expanded_columns(fs, fs.derive[ref]) if ref in fs.derive else {ref}
+    return out
+
+
+def needs_urls(fs: FeatureSet) -> bool:
+    return bool(fs.url_fields)
+
+
+def url_prefilter(fs: FeatureSet) -> Node | None:
+    """The part of a set's filter that does not depend on URL fields (to pick URLs to extract)."""
+    if fs.where is None:
+        return None
+    keep = [
+        c for c in conjuncts(fs.where)
+        if not any(r.startswith("url.") for r in _expanded_columns(fs, c))
+    ]  # fmt: skip
+    return conjoin(keep)
+
+
+def entity_sql(fs: FeatureSet) -> str:
+    parts = [f"CAST({column_sql(fs, ref)} AS VARCHAR)" for ref in fs.entity]
+    if len(parts) == 1:
+        return parts[0]
+    nulls = " OR ".join(f"{p} IS NULL" for p in parts)
+    joined = " || '|' || ".join(parts)
+    return f"(CASE WHEN {nulls} THEN NULL ELSE {joined} END)"
+
+
+def rows_sql(fs: FeatureSet, source: str, *, partition: tuple[int, int] | None = None,
+             since: int | None = None, order: bool = True) -> str:  # fmt: skip
+    """The query producing a set's rows: entity, ts (µs), event_id and one column per input."""
+    inputs = fs.inputs
+    cols = [f"{entity_sql(fs)} AS entity", "epoch_us(ev.ts) AS ts", "ev.event_id AS event_id"]
+    for i, node in enumerate(inputs.values()):  # c<i>: the i-th input of FeatureSet.inputs
+        sql = to_sql(node, lambda r: column_sql(fs, r))
+        cols.append(f"{sql} AS c{i}")
+    join = " LEFT JOIN _urls u ON ev.url = u._url" if needs_urls(fs) else ""
+    cond = [f"({entity_sql(fs)}) IS NOT NULL"]
+    if fs.where is not None:
+        cond.append("(" + to_sql(fs.where, lambda r: column_sql(fs, r)) + ") IS TRUE")
+    if since is not None:
+        cond.append(f"epoch_us(ev.ts) >= {int(since)}")
+    if partition is not None and partition[1] > 1:
+        cond.append(f"hash({entity_sql(fs)}) % {partition[1]} = {partition[0]}")
+    select = ",\n  ".join(cols)
+    sql = f"SELECT\n  {select}\nFROM {source} ev{join}\nWHERE {' AND '.join(cond)}"
+    return sql + ("\nORDER BY entity, ts, event_id" if order else "")
+
+
+def register_urls(
+    con: duckdb.DuckDBPyConnection,
+    sets: Sequence[FeatureSet],
+    source: str,
+    knowledge: Knowledge | None,
+) -> int:
+    """Extract URL fields once per distinct URL the sets need; register them as ``_urls``."""
+    using = [fs for fs in sets if needs_urls(fs)]
+    if not using:
+        return 0
+    if knowledge is None:
+        names = ", ".join(sorted({f"url.{f}" for fs in using for f in fs.url_fields}))
+        raise ConfigError(
+            f"feature sets {', '.join(fs.name for fs in using)} read URL fields ({names}) "
+            "but no URL knowledge is available",
+            hint="run `clickloop urls learn` (or declare urls.rules in clickloop.yaml)",
+        )
+    pre = []
+    for fs in using:
+        node = url_prefilter(fs)
+        pre.append("TRUE" if node is None else to_sql(node, _resolver(fs)))
+    sql = (
+        f"SELECT DISTINCT ev.url AS url FROM {source} ev "
+        f"WHERE ev.url IS NOT NULL AND (({') OR ('.join(pre)}))"
+    )
+    urls = con.sql(sql).to_arrow_table().column("url").combine_chunks()
+    table = extract_urls(knowledge, urls)
+    con.register("_urls", table)
+    return len(urls)
+
+
+def extract_urls(knowledge: Knowledge, urls: pa.Array) -> pa.Table:
+    """URL fields of distinct URLs, with the URL itself in ``_url``."""
+    table = knowledge.extract(urls)
+    if table.num_rows != len(urls):
+        raise ConfigError(
+            f"URL knowledge returned {table.num_rows} rows for {len(urls)} URLs",
+            hint="this is a bug in the urls stage; please report it",
+        )
+    cols = {name: table.column(name) for name in table.column_names}
+    for name, col in list(cols.items()):
+        if not pa.types.is_string(col.type):
+            cols[name] = pc.cast(col, pa.string())
+    return pa.table({"_url": urls, **cols})
+
+
+# -- Arrow rows → kernel arrays --------------------------------------------------------------
+
+
+def rows_from_arrow(fs: FeatureSet, table: pa.Table) -> tuple[Rows, pa.Array]:
+    """Kernel rows from a sorted row table; also the distinct entities (code → text)."""
+    ent_text = table.column("entity").combine_chunks()
+    n = table.num_rows
+    if n:
+        change = np.ones(n, bool)
+        neq = pc.not_equal(ent_text.slice(1), ent_text.slice(0, n - 1))
+        change[1:] = np.asarray(neq.to_numpy(zero_copy_only=False), bool)
+        codes = np.cumsum(change) - 1
+        entities = ent_text.filter(pa.array(change))
+    else:
+        codes = np.zeros(0, np.int64)
+        entities = pa.array([], pa.string())
+    ts = np.asarray(table.column("ts").to_numpy(), np.int64)
+    cols: dict[str, Column] = {}
+    for i, (ref, node) in enumerate(fs.inputs.items()):
+        cols[ref] = to_column(node.type, table.column(f"c{i}"))
+    return Rows(codes.astype(np.int64), ts, cols), entities
+
+
+def to_column(kind: str, arr: pa.Array | pa.ChunkedArray) -> Column:
+    """A kernel column from an Arrow array of a checked expression's type."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if kind == "string":
+        if not pa.types.is_string(arr.type):
+            arr = pc.cast(arr, pa.string())
+        uniq = pc.unique(arr.drop_null())
+        uniq = uniq.take(pc.array_sort_indices(uniq))
+        idx = pc.index_in(arr, value_set=uniq)
+        codes = np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
+        return Column("string", codes, uniq)
+    if kind == "bool":
+        vals = pc.cast(arr, pa.float64()) if len(arr) else pa.array([], pa.float64())
+        return Column("bool", np.asarray(vals.fill_null(np.nan).to_numpy(), np.float64))
+    if kind == "null":
+        return Column("number", np.full(len(arr), np.nan))
+    vals = pc.cast(arr, pa.float64())
+    return Column("number", np.asarray(vals.fill_null(np.nan).to_numpy(), np.float64))
+
+
+def entity_codes(entities: pa.Array, keys: pa.Array) -> np.ndarray:
+    """Codes of ``keys`` in the sorted distinct ``entities`` (-1 where never seen)."""
+    if len(keys) == 0:
+        return np.zeros(0, np.int64)
+    if len(entities) == 0:
+        return np.full(len(keys), -1, np.int64)
+    idx = pc.index_in(keys, value_set=entities)
+    return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), np.int64)
+
+
+def connect(tmp: str | os.PathLike[str] | None = None, *, memory_limit: str | None = None
+            ) -> duckdb.DuckDBPyConnection:  # fmt: skip
+    """A DuckDB connection set up for the engines (UTC, spill directory, memory limit)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.sql("SET TimeZone = 'UTC'")
+    con.sql("SET preserve_insertion_order = false")
+    if tmp is not None:
+        con.sql(f"SET temp_directory = {sql_string(str(tmp))}")
+    if memory_limit:
+        con.sql(f"SET memory_limit = {sql_string(memory_limit)}")
+    return con
