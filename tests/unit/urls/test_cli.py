@@ -83,6 +83,8 @@ def test_relearning_keeps_reviewed_edits(
 
     rc, report = run_json(capsys, "-p", p, "urls", "learn", "--input", str(sim_small))
     assert rc == 0
+    shop_report = next(h for h in report["hosts"] if h["host"] == "shop.example.com")
+    assert shop_report["gone"] == ["cart"] and shop_report["new"] == []
     shop = yaml.safe_load(kb_path.read_text())["hosts"]["shop.example.com"]
     by_pattern = {t["pattern"]: t for t in shop["templates"]}
     assert "/items/:category/:item_id" in by_pattern
