@@ -46,13 +46,14 @@ def serve(
     project = st.project()
     name, cfg = find_source(project, source)
     auth = CollectorAuth.from_config(cfg, name)
-    # uvicorn's own messages (bind errors, shutdown) go where clickloop's go
-    clickloop_handlers = logging.getLogger("clickloop").handlers
+    # uvicorn's own messages (start-up, shutdown, access log) go where clickloop's go
+    ours = logging.getLogger("clickloop")
     for logger_name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(logger_name)
-        lg.handlers = list(clickloop_handlers)
+        lg.handlers = list(ours.handlers)
+        lg.filters = [_drop_color]
         lg.propagate = False
-        lg.setLevel(logging.getLogger("clickloop").level)
+        lg.setLevel(ours.level)
 
     def ready(url: str) -> None:
         info = {
@@ -69,7 +70,8 @@ def serve(
                 f"collector [bold]{name}[/bold] listening on [bold]{url}[/bold]  "
                 f"(auth: {auth.describe()}, bus: {project.config.bus.type})\n"
                 f"  POST {url}/v1/events   GET {url}/v1/p.gif   "
-                f"GET {url}/healthz /readyz /metrics"
+                f"GET {url}/healthz /readyz /metrics",
+                soft_wrap=True,
             ),
         )
         if not auth.enabled:
@@ -89,9 +91,16 @@ def serve(
         totals,
         lambda: console.print(
             f"collector [bold]{name}[/bold] stopped: {totals['received']:,} received, "
-            f"{totals['accepted']:,} accepted, {totals['rejected']:,} rejected"
+            f"{totals['accepted']:,} accepted, {totals['rejected']:,} rejected",
+            soft_wrap=True,
         ),
     )
+
+
+def _drop_color(record: logging.LogRecord) -> bool:
+    # uvicorn attaches an ANSI-coloured copy of each message as an extra field
+    record.__dict__.pop("color_message", None)
+    return True
 
 
 ingest_app.command("serve")(serve)

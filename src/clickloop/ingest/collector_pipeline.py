@@ -272,7 +272,7 @@ class Pipeline:
             batch.results = [
                 exc if not isinstance(r, Result) or r.accepted else r for r in batch.results
             ]
-        else:
+        elif batch.messages:  # only a publish that happened proves the bus works again
             self.last_error = None
         self._finish(batch)
 

@@ -38,6 +38,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from clickloop.errors import InvalidInputError
 from clickloop.events.mapping import Mapping
@@ -154,6 +155,7 @@ def _unparseable(message: str) -> InvalidInputError:
         rejected=1,  # the body, as one unreadable record
         reasons={Reason.UNPARSEABLE.value: 1},
         errors=[{"index": None, "reason": Reason.UNPARSEABLE.value, "detail": message}],
+        truncated=False,
     )
 
 
@@ -564,12 +566,35 @@ def to_messages(events: pa.Table) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` pairs for the ``events`` topic: key ``user_id``, value canonical JSON.
 
     Every canonical field is present (``null`` when absent); times are ISO-8601
-    in UTC with a ``Z``; ``props`` is an object of strings.
+    in UTC with microseconds and a ``Z``; ``props`` is an object of strings.
     """
+    if events.num_rows == 0:
+        return []
+    col = {name: events.column(name).combine_chunks() for name in events.column_names}
+    event_id, etype, user = (col[c].to_pylist() for c in ("event_id", "type", "user_id"))
+    session, url, referrer = (col[c].to_pylist() for c in ("session_id", "url", "referrer"))
+    ts, received = _iso(col["ts"]).to_pylist(), _iso(col["received_at"]).to_pylist()
+    props = col["props"].to_pylist()
+    dumps = orjson.dumps
     out: list[tuple[bytes, bytes]] = []
-    for row in events.to_pylist():
-        props = row["props"]
-        if props is not None:
-            row["props"] = dict(props)
-        out.append((row["user_id"].encode(), orjson.dumps(row, option=orjson.OPT_UTC_Z)))
+    for i, user_id in enumerate(user):
+        p = props[i]
+        value = {
+            "event_id": event_id[i],
+            "ts": ts[i],
+            "received_at": received[i],
+            "type": etype[i],
+            "user_id": user_id,
+            "session_id": session[i],
+            "url": url[i],
+            "referrer": referrer[i],
+            "props": None if p is None else dict(p),
+        }
+        out.append((user_id.encode(), dumps(value)))
     return out
+
+
+def _iso(ts: pa.Array) -> pa.Array:
+    """``2026-11-01T08:15:02.123456Z`` (casting the zone-less value is ~10x faster)."""
+    text = pc.cast(ts.cast(pa.timestamp("us")), pa.string())
+    return pc.binary_join_element_wise(pc.utf8_replace_slice(text, 10, 11, "T"), "Z", "")

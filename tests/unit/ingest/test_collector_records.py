@@ -90,9 +90,7 @@ def test_any_bytes_either_parse_or_raise_a_400(body: bytes, ctype: str | None):
         assert exc.http_status == 400
         return
     assert parsed.total == len(parsed.records) + len(parsed.rejects)
-    assert sorted(parsed.positions + [r.index for r in parsed.rejects]) == list(
-        range(parsed.total)
-    )
+    assert sorted(parsed.positions + [r.index for r in parsed.rejects]) == list(range(parsed.total))
 
 
 def test_pixel_query_last_value_wins_referer_is_the_url_cache_buster_ignored():
@@ -121,9 +119,7 @@ times = st.one_of(
     st.integers(NOW_S - 86_400 * 30, NOW_S),
     st.integers((NOW_S - 86_400) * 1000, NOW_S * 1000),
     st.floats(NOW_S - 86_400.0, NOW_S + 7200.0),
-    st.datetimes(datetime(2020, 1, 1), datetime(2026, 11, 2)).map(
-        lambda d: d.isoformat() + "Z"
-    ),
+    st.datetimes(datetime(2020, 1, 1), datetime(2026, 11, 2)).map(lambda d: d.isoformat() + "Z"),
     st.sampled_from(["yesterday", "", "2026-13-01T00:00:00Z", "1793491200000"]),
 )
 good = {
@@ -199,7 +195,16 @@ def test_each_record_is_judged_as_the_contract_validator_judges_it(record):
     event("accepted" if not out.rejects else "rejected")
     if out.rejects:
         _, reason, detail = out.rejects[0]
-        assert (reason, detail) == expected
+        assert reason == expected[0]
+        if "=" in detail.split(": ", 1)[0]:
+            # A quoted value may be spelt differently: pyarrow coerces [0.0, False] to
+            # [0.0, 0.0] and the mapping quotes a bad props value as JSON text; the
+            # collector quotes what the client sent. The field and the explanation agree.
+            name, _, rest = detail.partition("=")
+            assert name == expected[1].partition("=")[0]
+            assert rest.split(": ", 1)[1] == expected[1].split(": ", 1)[1]
+        else:
+            assert detail == expected[1]
     else:
         assert expected[0] == "ok"
         assert canonical(out.events.to_pylist()[0]) == expected[1]
@@ -316,12 +321,12 @@ def test_the_sources_mapping_applies():
 def test_messages_are_canonical_json_keyed_by_user():
     v = EventValidator(Mapping())
     rec = {"event_id": 5, "ts": "2026-11-01T00:00:00.5Z", "type": "click", "user_id": "ü", "a": 1}
-    (key, value), = to_messages(v.validate([rec], [ARRIVAL_US]).events)
+    ((key, value),) = to_messages(v.validate([rec], [ARRIVAL_US]).events)
     assert key == "ü".encode()
     assert json.loads(value) == {
         "event_id": "5",
         "ts": "2026-11-01T00:00:00.500000Z",
-        "received_at": "2026-11-01T00:00:05Z",
+        "received_at": "2026-11-01T00:00:05.000000Z",
         "type": "click",
         "user_id": "ü",
         "session_id": None,
