@@ -339,12 +339,20 @@ class EventValidator:
     def _fill(self, cols: _Columns, records: Sequence[dict[str, Any]]) -> None:
         n = len(records)
         for key, role in self.roles.items():
+            raw = [r.get(key) for r in records]
             if role == "props":
-                cols.props(key, [r.get(key) for r in records])
+                cols.props(key, raw)
+                continue
+            kinds = set(map(type, raw))
+            if kinds <= _TEXT_KINDS:  # the usual case: strings (or absent) need no work
+                cols.lists[key] = raw
+                continue
+            if role == "ts" and kinds <= _INT_KINDS and _fits_int64(raw):
+                cols.lists[key] = raw
+                cols.ts_kind[np.fromiter((v is not None for v in raw), bool, n)] = 1
                 continue
             values: list[Any] = [None] * n
-            for i, record in enumerate(records):
-                v = record.get(key)
+            for i, v in enumerate(raw):
                 if v is None:
                     continue
                 if role in _ID_FIELDS:
@@ -368,9 +376,10 @@ class EventValidator:
         else:
             extra_keys = self.listed_props
         for key in extra_keys:
-            values = [None] * n
-            for i, record in enumerate(records):
-                cols.spell(record.get(key), values, i)
+            values = [r.get(key) for r in records]
+            if not set(map(type, values)) <= _TEXT_KINDS:
+                for i, v in enumerate(values):
+                    cols.spell(v, values, i)
             cols.lists[key] = values
         for key in self.ignored:
             cols.lists[key] = [None] * n
@@ -411,26 +420,35 @@ class _Columns:
         keys: list[str] = []
         spelled: list[Any] = []
         nulls: list[bool] = []
+        add_key, add_value = keys.append, spelled.append  # the hot loop of a batch
         for i, v in enumerate(values):
-            obj = _props_object(v)
-            if obj is None or obj is _BAD_PROPS:
-                if obj is _BAD_PROPS:
-                    self.bad_props[i] = True
-                    self.originals.setdefault(i, {})["props"] = v
-                nulls.append(True)
-            elif isinstance(v, str):  # JSON text: spelt as the validator spells JSON text
-                for k, x in obj.items():
-                    if x is not None:
-                        keys.append(str(k))
-                        spelled.append(x if isinstance(x, str) else _dumps(x))
-                nulls.append(False)
-            else:
-                for k, x in obj.items():
-                    if x is not None:
-                        keys.append(str(k))
-                        spelled.append(None)
+            if type(v) is dict:
+                for k, x in v.items():
+                    t = type(x)
+                    if t is str:
+                        add_key(k)
+                        add_value(x)
+                    elif t is int:
+                        add_key(k)
+                        add_value(str(x))
+                    elif x is not None:
+                        add_key(k)
+                        add_value(None)
                         self.spell(x, spelled, len(spelled) - 1)
                 nulls.append(False)
+            else:
+                obj = _props_object(v)
+                if obj is None or obj is _BAD_PROPS:
+                    if obj is _BAD_PROPS:
+                        self.bad_props[i] = True
+                        self.originals.setdefault(i, {})["props"] = v
+                    nulls.append(True)
+                else:  # JSON text: spelt as the validator spells JSON text
+                    for k, x in obj.items():
+                        if x is not None:
+                            add_key(k)
+                            add_value(x if isinstance(x, str) else _dumps(x))
+                    nulls.append(False)
             offsets.append(len(keys))
         self.props_key = key
         self._props = (offsets, keys, spelled, nulls)
@@ -490,6 +508,15 @@ def _no_empty_props(events: pa.Table) -> pa.Table:
         props.offsets, props.keys, props.items, type=PROPS_TYPE, mask=pa.array(mask)
     )
     return events.set_column(events.schema.get_field_index("props"), events.field("props"), cleaned)
+
+
+_TEXT_KINDS: Final = frozenset({str, type(None)})
+_INT_KINDS: Final = frozenset({int, type(None)})
+
+
+def _fits_int64(values: list[Any]) -> bool:
+    ints = [v for v in values if v is not None]
+    return not ints or (min(ints) >= -_INT64 and max(ints) < _INT64)
 
 
 def _id(v: Any) -> Any:
@@ -567,31 +594,84 @@ def to_messages(events: pa.Table) -> list[tuple[bytes, bytes]]:
 
     Every canonical field is present (``null`` when absent); times are ISO-8601
     in UTC with microseconds and a ``Z``; ``props`` is an object of strings.
+    The JSON is assembled with Arrow string kernels; rows holding a character
+    JSON must escape (a quote, a backslash, a control character) are spelt by
+    orjson instead — the same bytes orjson gives for every row (props keys repeated
+    by a mapping stay repeated, where a dict would keep the last).
     """
-    if events.num_rows == 0:
+    n = events.num_rows
+    if n == 0:
         return []
     col = {name: events.column(name).combine_chunks() for name in events.column_names}
-    event_id, etype, user = (col[c].to_pylist() for c in ("event_id", "type", "user_id"))
-    session, url, referrer = (col[c].to_pylist() for c in ("session_id", "url", "referrer"))
-    ts, received = _iso(col["ts"]).to_pylist(), _iso(col["received_at"]).to_pylist()
-    props = col["props"].to_pylist()
-    dumps = orjson.dumps
-    out: list[tuple[bytes, bytes]] = []
-    for i, user_id in enumerate(user):
-        p = props[i]
-        value = {
-            "event_id": event_id[i],
-            "ts": ts[i],
-            "received_at": received[i],
-            "type": etype[i],
-            "user_id": user_id,
-            "session_id": session[i],
-            "url": url[i],
-            "referrer": referrer[i],
-            "props": None if p is None else dict(p),
-        }
-        out.append((user_id.encode(), dumps(value)))
+    escape = np.zeros(n, bool)
+    pieces: list[Any] = []
+    for name in FIELDS:
+        if name in ("ts", "received_at"):
+            pieces += [f',"{name}":"', _iso(col[name]), '"']
+        elif name == "props":
+            text, bad = _props_json(col[name])
+            pieces += [',"props":', text]
+            escape |= bad
+        else:
+            text, bad = _quoted(col[name])
+            pieces += [f',"{name}":', text]
+            escape |= bad
+    pieces[0] = '{"event_id":'
+    pieces.append("}")
+    values: list[bytes] = pc.binary_join_element_wise(*pieces, "").cast(pa.binary()).to_pylist()
+    if escape.any():
+        rows = np.nonzero(escape)[0]
+        slow = _messages_slow(events.take(pa.array(rows)))
+        for i, value in zip(rows, slow, strict=True):
+            values[i] = value
+    keys: list[bytes] = col["user_id"].cast(pa.binary()).to_pylist()
+    return list(zip(keys, values, strict=True))
+
+
+_ESCAPE: Final = r'["\\\x00-\x1f]'  # what JSON strings must escape (RE2 syntax)
+
+
+def _quoted(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``"value"`` or ``null`` per row, and which rows need escaping."""
+    bad = np.asarray(
+        pc.match_substring_regex(values, _ESCAPE).fill_null(False).to_numpy(zero_copy_only=False),
+        bool,
+    )
+    return pc.fill_null(pc.binary_join_element_wise('"', values, '"', ""), "null"), bad
+
+
+def _props_json(props: pa.MapArray) -> tuple[pa.Array, np.ndarray]:
+    """``{"k":"v",…}`` or ``null`` per row, and which rows need escaping."""
+    keys, items = props.keys, props.items
+    pairs = pc.binary_join_element_wise('"', keys, '":"', items, '"', "")
+    bad_pair = np.asarray(
+        pc.or_(pc.match_substring_regex(keys, _ESCAPE), pc.match_substring_regex(items, _ESCAPE))
+        .fill_null(True)
+        .to_numpy(zero_copy_only=False),
+        bool,
+    )
+    offsets = np.asarray(props.offsets.to_numpy(zero_copy_only=False), np.int64)
+    counts = np.concatenate([[0], np.cumsum(bad_pair, dtype=np.int64)])
+    bad = counts[offsets[1:]] - counts[offsets[:-1]] > 0
+    mask = props.is_null()
+    joined = pc.binary_join(pa.ListArray.from_arrays(props.offsets, pairs, mask=mask), ",")
+    return pc.fill_null(pc.binary_join_element_wise("{", joined, "}", ""), "null"), bad
+
+
+def _messages_slow(events: pa.Table) -> list[bytes]:
+    """orjson's spelling of each row (for rows with characters JSON must escape)."""
+    out = []
+    for row in events.to_pylist():
+        props = row["props"]
+        row["ts"] = _iso_one(row["ts"])
+        row["received_at"] = _iso_one(row["received_at"])
+        row["props"] = None if props is None else dict(props)
+        out.append(orjson.dumps(row))
     return out
+
+
+def _iso_one(ts: Any) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _iso(ts: pa.Array) -> pa.Array:

@@ -334,3 +334,35 @@ def test_messages_are_canonical_json_keyed_by_user():
         "referrer": None,
         "props": {"a": "1"},
     }
+
+
+tricky = st.text(alphabet=st.sampled_from('ab"\\\n\t\x00\x1fé€𝕏\u2028 /'), min_size=1, max_size=8)
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"event_id": tricky, "user_id": tricky, "ts": st.integers(NOW_S - 10**6, NOW_S)},
+            optional={
+                "type": st.sampled_from(["click", "page_view"]),
+                "session_id": tricky,
+                "url": st.sampled_from(['https://a.example/"q"\\x', "https://b.example/é"]),
+                "props": st.dictionaries(tricky, st.one_of(tricky, st.integers())),
+                "x_extra": tricky,  # a key props (from `tricky`) never has
+            },
+        ),
+        min_size=1,
+        max_size=15,
+    )
+)
+def test_messages_are_byte_for_byte_what_orjson_spells(batch):
+    for rec in batch:
+        rec.setdefault("type", "click")
+    out = EventValidator(Mapping()).validate(batch, [ARRIVAL_US] * len(batch))
+    want = []
+    for row in out.events.to_pylist():
+        row["ts"] = row["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        row["received_at"] = row["received_at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        row["props"] = None if row["props"] is None else dict(row["props"])
+        want.append((row["user_id"].encode(), orjson.dumps(row)))
+    assert to_messages(out.events) == want
