@@ -5,8 +5,9 @@ the distinct values (dictionary encoding) and taken back to every row. Distinct 
 are split in two:
 
 * the *fast* ones — plain ``http(s)://host[:port]/path?query`` with nothing that
-  normalisation would change beyond case, default port and trailing slash (no ``%``,
-  no dot segments, no empty segments, no credentials) — go through Arrow compute
+  normalisation would change beyond case, default port and trailing slash (no ``%``
+  in the path or in a parameter name, no dot segments, no empty segments, no
+  credentials) — go through Arrow compute
   kernels end to end: parts by regular expression, templates by hash joins of their
   literal segments, fields by list indexing;
 * the rest go through the scalar reference (:meth:`UrlKnowledge.extract_one`).
@@ -24,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clickloop.urls.parse import registrable_domain
+from clickloop.urls.parse import decode_component, registrable_domain
 from clickloop.urls.templates import Template
 
 if TYPE_CHECKING:
@@ -33,13 +34,10 @@ if TYPE_CHECKING:
 _PCHAR: Final = r"[A-Za-z0-9\-._~!$&'()*+,;=:@]"
 FAST_URL: Final = (
     r"^(?i:https?)://[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.?(?::[1-9][0-9]{0,3})?"
-    rf"(?:/{_PCHAR}+)*/?(?:\?[^#%\x00-\x20]*)?(?:#.*)?$"
+    rf"(?:/{_PCHAR}+)*/?(?:\?[^#\x00-\x20]*)?(?:#.*)?$"
 )
-DOT_SEGMENT: Final = r"/\.\.?(?:[/?#]|$)"
-PARTS: Final = (
-    r"^(?P<scheme>[A-Za-z]+)://(?P<host>[^/:?#]+)(?::(?P<port>[0-9]+))?"
-    r"(?P<path>[^?#]*)(?:\?(?P<query>[^#]*))?"
-)
+# …and none of: a dot segment, a "%" inside a query parameter name
+NOT_FAST: Final = r"/\.\.?(?:[/?#]|$)|\?(?:[^#]*&)?[^=&#]*%"
 SMALL: Final = 24  # fewer distinct URLs than this: the scalar path is faster
 SEP: Final = "\x1f"
 
@@ -60,16 +58,38 @@ def as_string_array(urls: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> 
 
 
 def extract_table(
-    kn: UrlKnowledge, urls: pa.Array | pa.ChunkedArray | Sequence[str | None]
+    kn: UrlKnowledge,
+    urls: pa.Array | pa.ChunkedArray | Sequence[str | None],
+    *,
+    encoded: bool = False,
 ) -> pa.Table:
     arr = as_string_array(urls)
     schema = kn.schema
-    if len(arr) == 0:
-        return schema.empty_table()
     enc = arr if isinstance(arr, pa.DictionaryArray) else pc.dictionary_encode(arr)
     uniq, idx = enc.dictionary, enc.indices
+    if encoded:
+        dict_schema = pa.schema(
+            [pa.field(f.name, pa.dictionary(pa.int32(), pa.string())) for f in schema]
+        )
+        if len(arr) == 0:
+            return dict_schema.empty_table()
+        cols = extract_distinct(kn, uniq)
+        idx32 = idx.cast(pa.int32())
+        return pa.table(
+            [pa.DictionaryArray.from_arrays(idx32, cols[f.name]) for f in schema],
+            schema=dict_schema,
+        )
+    if len(arr) == 0:
+        return schema.empty_table()
     cols = extract_distinct(kn, uniq)
-    return pa.table([cols[f.name].take(idx) for f in schema], schema=schema)
+    n = len(arr)
+    return pa.table(
+        [
+            pa.nulls(n, pa.string()) if c.null_count == len(c) else c.take(idx)
+            for c in (cols[f.name] for f in schema)
+        ],
+        schema=schema,
+    )
 
 
 def extract_distinct(kn: UrlKnowledge, uniq: pa.Array) -> dict[str, pa.Array]:
@@ -80,7 +100,7 @@ def extract_distinct(kn: UrlKnowledge, uniq: pa.Array) -> dict[str, pa.Array]:
         return _scalar_columns(kn, uniq.to_pylist(), names)
     fast = pc.and_(
         pc.match_substring_regex(uniq, FAST_URL),
-        pc.invert(pc.match_substring_regex(uniq, DOT_SEGMENT)),
+        pc.invert(pc.match_substring_regex(uniq, NOT_FAST)),
     )
     fast_np = pc.fill_null(fast, False).to_numpy(zero_copy_only=False)
     fast_idx = np.flatnonzero(fast_np)
@@ -125,14 +145,17 @@ def _extract_fast(
 ) -> tuple[dict[str, list[tuple[np.ndarray, pa.Array]]], np.ndarray]:
     """Columns for fast URLs (as parts) and the rows that must take the scalar path."""
     m = len(urls)
-    sp = pc.extract_regex(urls, PARTS)
-    scheme = pc.ascii_lower(sp.field("scheme"))
-    host = pc.utf8_rtrim(pc.ascii_lower(sp.field("host")), ".")
-    path = sp.field("path")
-    path = pc.if_else(
-        pc.equal(path, ""), "/", pc.replace_substring_regex(path, r"^(/.*[^/])/$", r"\1")
-    )
-    query = sp.field("query")
+    # plain splits, no regular expression with groups: several times faster
+    scheme, rest = split_once(urls, "://")
+    scheme = pc.ascii_lower(scheme)
+    rest, _ = split_once(rest, "#")
+    rest, query = split_once(rest, "?")
+    query = pc.fill_null(query, "")
+    authority, tail = split_once(rest, "/")
+    host, _ = split_once(authority, ":")  # the port is dropped: templates are per host
+    host = pc.utf8_rtrim(pc.ascii_lower(host), ".")
+    tail = pc.utf8_rtrim(pc.fill_null(tail, ""), "/")  # at most one trailing "/" here
+    path = pc.binary_join_element_wise("/", tail, "")
     henc = pc.dictionary_encode(host)
     hosts: list[str] = henc.dictionary.to_pylist()
     hcode = henc.indices.to_numpy()
@@ -154,10 +177,9 @@ def _extract_fast(
     to_scalar = complex_host[hcode]
     assigned = np.full(m, -1, np.int64)
     assigned[to_scalar] = -2
-    body = pc.utf8_slice_codeunits(path, 1)
-    segs = pc.split_pattern(body, "/")
+    segs = pc.split_pattern(tail, "/")
     nseg = pc.list_value_length(segs).to_numpy().astype(np.int64)
-    nseg[pc.equal(path, "/").to_numpy(zero_copy_only=False)] = 0
+    nseg[pc.equal(tail, "").to_numpy(zero_copy_only=False)] = 0
     flat = pc.list_flatten(segs)
     offs = segs.offsets.to_numpy()[:m].astype(np.int64)
     templates: list[Template] = []
@@ -241,6 +263,17 @@ def _extract_fast(
     return cols, np.flatnonzero(to_scalar)
 
 
+def split_once(arr: pa.Array, sep: str) -> tuple[pa.Array, pa.Array]:
+    """``(before, after)`` the first ``sep`` of each string; ``after`` is null without one."""
+    parts = pc.split_pattern(arr, sep, max_splits=1)
+    offs = parts.offsets.to_numpy()
+    flat = parts.values
+    first = flat.take(pa.array(offs[:-1]))
+    has = np.diff(offs) > 1
+    second = flat.take(pa.array(np.where(has, offs[:-1] + 1, offs[:-1])))
+    return first, pc.if_else(pa.array(has), second, pa.scalar(None, pa.string()))
+
+
 def _templates_for(kn: UrlKnowledge, host: str) -> list[Template]:
     return [t for t in kn.declared if t.matches_host(host)] + kn.learned.get(host, [])
 
@@ -284,13 +317,19 @@ def _fields(
 
 
 def query_param(query: pa.Array, name: str) -> pa.Array:
-    """The first value of parameter ``name`` in raw (``%``-free) query strings, decoded."""
+    """The first value of parameter ``name`` in raw query strings (no ``%`` in names), decoded."""
     if not name or any(c in name for c in "+&=#%"):
         return pa.nulls(len(query), pa.string())
     raw = re.sub(r"([^A-Za-z0-9_ ])", r"\\\1", name).replace(" ", r"\+")
     got = pc.extract_regex(query, rf"(?:^|&){raw}(?:=(?P<v>[^&]*))?(?:&|$)")
     values = pc.if_else(pc.is_valid(got), got.field("v"), pa.scalar(None, pa.string()))
-    return pc.replace_substring(values, "+", " ")
+    plain = pc.replace_substring(values, "+", " ")
+    escaped = pc.fill_null(pc.match_substring(values, "%"), False)
+    if not pc.any(escaped).as_py():
+        return plain
+    rows = np.flatnonzero(escaped.to_numpy(zero_copy_only=False))
+    decoded = [decode_component(v) for v in values.take(pa.array(rows)).to_pylist()]
+    return pc.replace_with_mask(plain, escaped, pa.array(decoded, pa.string()))
 
 
 def _canonical_int(values: pa.Array) -> pa.Array:

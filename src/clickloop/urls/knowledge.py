@@ -13,6 +13,7 @@ time; ``explain`` says in words how one URL is understood.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -61,6 +62,7 @@ class UrlKnowledge:
         tracking_params: Iterable[str] = (),
         where: str = "clickloop.yaml",
         knowledge_path: str | None = None,
+        cache_size: int = 65536,
     ) -> None:
         self.knowledge = knowledge or KnowledgeFile()
         self.knowledge_path = knowledge_path
@@ -101,6 +103,7 @@ class UrlKnowledge:
             self._by_depth[host] = depth
         self._check_dictionaries(where, kb_where)
         self.columns: list[str] = self._columns()
+        self._cached_one = functools.lru_cache(maxsize=cache_size)(self._extract_one)
         self.version: str = content_hash(
             {
                 "knowledge": extraction_spec(self.knowledge),
@@ -208,11 +211,18 @@ class UrlKnowledge:
     def extract_one(self, url: str | None) -> Row:
         """One URL → one row of :meth:`extract` (for request-time features).
 
+        Recent answers are cached (URLs repeat), so a repeated URL costs a dict copy.
+
         >>> kn.extract_one("https://shop.example.com/items/1/1234")["category"]  # doctest: +SKIP
         'clothes'
         """
+        if url is None:
+            return dict.fromkeys((*BASE_COLUMNS, *self.columns))
+        return dict(self._cached_one(url))
+
+    def _extract_one(self, url: str) -> Row:
         row: Row = dict.fromkeys((*BASE_COLUMNS, *self.columns))
-        p = try_parse_url(url, self.tracking) if url is not None else None
+        p = try_parse_url(url, self.tracking)
         if p is None:
             return row
         row["host"] = p.host
@@ -238,15 +248,25 @@ class UrlKnowledge:
 
     # -- many URLs -------------------------------------------------------------------------
 
-    def extract(self, urls: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> pa.Table:
+    def extract(
+        self,
+        urls: pa.Array | pa.ChunkedArray | Sequence[str | None],
+        *,
+        encoded: bool = False,
+    ) -> pa.Table:
         """URLs → a table with ``host``, ``domain``, ``template``, ``path`` and one column
         per field, row for row (a null or invalid URL gives a row of nulls).
 
-        Work is done once per distinct URL and taken back to every row.
+        Work is done once per distinct URL and taken back to every row. Columns are
+        strings (:attr:`schema`); ``encoded=True`` returns them dictionary-encoded over
+        the distinct URLs instead, which skips copying strings (same values).
+
+        >>> table = kn.extract(events.column("url"))    # doctest: +SKIP
+        >>> table.column("category")                   # doctest: +SKIP
         """
         from clickloop.urls.columnar import extract_table
 
-        return extract_table(self, urls)
+        return extract_table(self, urls, encoded=encoded)
 
     # -- explanation -----------------------------------------------------------------------
 

@@ -219,3 +219,13 @@ def test_knowledge_file_errors_name_line_and_key() -> None:
     renamed_half = KB.replace("pattern: /dept/:category", "pattern: /dept/:cat")
     with pytest.raises(ConfigError, match="not variables of pattern"):
         KnowledgeFile.loads(renamed_half)
+
+
+def test_encoded_extract_has_the_same_values(kn: UrlKnowledge) -> None:
+    many = URLS * 2 + [f"https://shop.example.com/items/{i % 3}/{i}" for i in range(60)]
+    plain = kn.extract(many)
+    enc = kn.extract(many, encoded=True)
+    assert enc.column_names == plain.column_names
+    assert all(pa.types.is_dictionary(f.type) for f in enc.schema)
+    assert enc.to_pylist() == plain.to_pylist()
+    assert kn.extract([], encoded=True).num_rows == 0
