@@ -56,6 +56,11 @@ class Estimator:
     history_: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def num_threads(self) -> int:
+        """LightGBM threads: ``params.num_threads`` if set, else the caller's (0 = all cores)."""
+        return int(self.params.get("num_threads", self.threads))
+
+    @property
     def encoding(self) -> str:
         return "native" if self.kind == "lightgbm" else "onehot"
 
@@ -116,7 +121,7 @@ class Estimator:
             seed=self.seed,
             deterministic=True,
             force_col_wise=True,
-            num_threads=self.threads,
+            num_threads=int(self.params.get("num_threads", self.threads)),
             metric="auc",
         )
         names = names or [f"f{i}" for i in range(X.shape[1])]

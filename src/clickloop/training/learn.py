@@ -155,6 +155,7 @@ def learn(data: Dataset, cfg: ModelConfig, *, name: str, threads: int = 0) -> Le
             linear=linear,
             seed=seed,
             aucs=aucs,
+            threads=est.num_threads,
         )
     else:
         selection = Selection(

@@ -120,6 +120,7 @@ def select(
     linear: bool,
     seed: int,
     aucs: dict[str, float] | None = None,
+    threads: int = 0,
 ) -> Selection:
     """Choose among ``pre``'s columns (native encoding) from training and validation rows."""
     rng = np.random.default_rng([seed, 0x5E1EC7])
@@ -173,7 +174,7 @@ def select(
     if (cfg.l1 if cfg.l1 is not None else linear) and alive:
         _l1(X, y, pre, alive, names, cfg, seed, drop)
     if cfg.importance and alive and len(np.unique(y_valid)) == 2:
-        _importance(X, y, X_valid, y_valid, pre, alive, names, rows, cfg, seed, rng, drop)
+        _importance(X, y, X_valid, y_valid, pre, alive, names, rows, cfg, seed, rng, drop, threads)
     if cfg.max_features is not None and len(alive) > cfg.max_features:
         order = sorted(
             alive, key=lambda i: -(rows[names[i]].get("gain") or rows[names[i]]["mutual_info"])
@@ -247,7 +248,7 @@ def _l1(X, y, pre, alive, names, cfg, seed, drop) -> None:  # type: ignore[no-un
             drop(i, f"l1_zero: an L1 logistic model (C={cfg.l1_c:g}) gives it no weight")
 
 
-def _importance(X, y, Xv, yv, pre, alive, names, rows, cfg, seed, rng, drop) -> None:  # type: ignore[no-untyped-def]
+def _importance(X, y, Xv, yv, pre, alive, names, rows, cfg, seed, rng, drop, threads) -> None:  # type: ignore[no-untyped-def]
     import lightgbm as lgb
 
     cols = list(alive)
@@ -271,6 +272,7 @@ def _importance(X, y, Xv, yv, pre, alive, names, rows, cfg, seed, rng, drop) -> 
         "max_bin": 63,
         "max_cat_threshold": 16,
         "metric": "auc",
+        "num_threads": threads,
     }
     for f, held_out in enumerate(blocks):
         # each fit leaves one time block out, so "stable" means useful across time

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clickloop.config.ml import ModelConfig
-from clickloop.errors import ClickloopError, ConfigError
+from clickloop.errors import ClickloopError, ConfigError, ConflictError
 from clickloop.training.examples import EXAMPLE_ID, LABEL, TS, Examples, build_examples
 from clickloop.training.join import FeatureFn, feature_sets_of, join_features
 from clickloop.training.learn import Dataset, Learned, learn
@@ -142,7 +142,7 @@ def train(
         champion_eval, champ_version, gates = None, None, None
         if reg is not None:
             champion_eval, champ_version = _champion(project, reg, name, test, feature_fn)
-        ref_scores = champion_eval.pop("_scores") if champion_eval else None
+        ref_scores = champion_eval.pop("_scores", None) if champion_eval else None
         own = evaluation(
             y_test,
             learned.test_scores,
@@ -209,8 +209,17 @@ def train(
         if promote and reg is not None and version is not None:
             from clickloop.training.promotion import promote as do_promote
 
-            do_promote(project, f"{name}:{version}", registry=reg, reason="trained and promoted")
-            promoted = True
+            try:
+                do_promote(
+                    project,
+                    f"{name}:{version}",
+                    registry=reg,
+                    feature_fn=feature_fn,
+                    reason="trained and promoted",
+                )
+                promoted = True
+            except ConflictError as exc:  # gates refused: registered, not promoted
+                log.warning("%s:%s not promoted: %s", name, version, exc.message)
     finally:
         if reg is not None:
             reg.close()

@@ -119,5 +119,5 @@ RICH_MODEL = """\
     features: [hist, request.url]
     crosses: [{feature: hist__categories, key: item__category}]
     split: {by: time, test: 25%, validation: 20%, gap: 30m}
-    algorithm: {type: lightgbm, params: {num_leaves: 15, learning_rate: 0.1}}
+    algorithm: {type: lightgbm, params: {num_leaves: 15, learning_rate: 0.1, num_threads: 1}}
 """
