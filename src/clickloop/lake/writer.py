@@ -28,7 +28,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -169,14 +169,19 @@ class Transaction:
 
     # -- staging -------------------------------------------------------------------------
 
-    def add_events(self, events: pa.Table) -> np.ndarray:
-        """Stage canonical events; return the mask of rows accepted (the rest are duplicates)."""
+    def add_events(self, events: pa.Table, hashes: np.ndarray | None = None) -> np.ndarray:
+        """Stage canonical events; return the mask of rows accepted (the rest are duplicates).
+
+        ``hashes`` are the rows' :func:`~clickloop.lake.idindex.id_hash` values when the
+        caller computed them already (e.g. on a worker thread).
+        """
         n = events.num_rows
         if n == 0:
             return np.zeros(0, bool)
         if events.schema != EVENT_SCHEMA:
             events = events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
-        hashes = id_hash(events.column("event_id"))
+        if hashes is None:
+            hashes = id_hash(events.column("event_id"))
         ts = _micros(events.column("ts"))
         horizon = self.writer.horizon_us
         self.writer.ensure(int(ts.min()), int(ts.max()))
@@ -384,7 +389,6 @@ class LakeWriter:
         lake: Lake,
         *,
         horizon: timedelta = timedelta(days=7),
-        on_commit: Callable[[CommitResult], None] | None = None,
     ) -> None:
         self.lake = lake
         self.id = uuid.uuid4().hex[:12]
@@ -394,7 +398,6 @@ class LakeWriter:
         self._days: set[int] = set()
         self._loaded: dict[str, int] = {}  # events file path → day, for files in the index
         self._seq = 0
-        self._on_commit = on_commit
         self._lock_fd: int | None = None
         if lake.storage.local:
             self._lock_fd = _hold_lock(lake.storage.path(f"{WRITERS_DIR}/{self.id}.lock"))
@@ -473,9 +476,6 @@ class LakeWriter:
         for e in commit.add:
             if e.kind == "events":
                 self._loaded[e.path] = day_number(e.dt)
-        if self._on_commit is not None:
-            total = sum(e.bytes for e in commit.add)
-            self._on_commit(CommitResult(commit.version, dict(commit.counts), commit.add, total))
 
     def trim(self, newest_us: int) -> None:
         """Forget ids too old to matter for events near ``newest_us`` (bounds memory of a
