@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -179,12 +178,12 @@ def _at_or_after(ts: pa.ChunkedArray, since: datetime) -> pa.Array:
 
 
 def lake_available() -> bool:
-    """True once the raw lake package provides ``open_lake``."""
+    """True when the raw lake package is installed (it is, in a full install)."""
     try:
-        from clickloop import lake
-    except ImportError:  # pragma: no cover - the package exists in a full install
+        from clickloop.lake import open_lake  # noqa: F401
+    except ImportError:  # pragma: no cover
         return False
-    return hasattr(lake, "open_lake")
+    return True
 
 
 def lake_batches(
@@ -195,45 +194,18 @@ def lake_batches(
     until: datetime | None = None,
     stats: ReadStats | None = None,
 ) -> Iterator[pa.Array]:
-    """URL arrays from the project's raw lake (``clickloop.lake.open_lake(project).events``)."""
-    from clickloop import lake
+    """URL arrays from the project's raw lake, events with ``since <= ts < until``."""
+    from clickloop.lake import open_lake
 
     stats = stats if stats is not None else ReadStats()
-    events = lake.open_lake(project).events
-    params = inspect.signature(events).parameters
-    kwargs: dict[str, Any] = {}
-    if "columns" in params:
-        kwargs["columns"] = [column]
-    for names, value in ((("since", "start"), since), (("until", "end"), until)):
-        if value is None:
-            continue
-        key = next((n for n in names if n in params), None)
-        if key is None:
-            raise UsageError("this lake cannot filter events by time; drop --since/--until")
-        kwargs[key] = value
-    for part in _as_tables(events(**kwargs)):
-        if column not in part.column_names:
+    lake = open_lake(project)
+    try:
+        dataset = lake.events(since, until, columns=[column])
+        if column not in dataset.schema.names:
             raise InvalidInputError(f"the lake's events have no column {column!r}")
-        arr = part.column(column).combine_chunks()
-        stats.rows += len(arr)
-        yield arr
-
-
-def _as_tables(got: Any) -> Iterator[pa.Table]:
-    if isinstance(got, pa.Table):
-        for batch in got.to_batches(max_chunksize=BATCH):
-            yield pa.Table.from_batches([batch])
-    elif isinstance(got, pa.RecordBatch):
-        yield pa.Table.from_batches([got])
-    elif isinstance(got, pa.RecordBatchReader):
-        for batch in got:
-            yield pa.Table.from_batches([batch])
-    elif hasattr(got, "to_batches"):  # a pyarrow dataset or scanner
-        for batch in got.to_batches():
-            yield pa.Table.from_batches([batch])
-    elif hasattr(got, "fetch_arrow_reader"):  # a DuckDB relation
-        for batch in got.fetch_arrow_reader(BATCH):
-            yield pa.Table.from_batches([batch])
-    else:
-        for item in got:
-            yield from _as_tables(item)
+        for batch in dataset.to_batches(columns=[column], batch_size=BATCH):
+            arr = batch.column(0)
+            stats.rows += len(arr)
+            yield arr
+    finally:
+        lake.close()
