@@ -122,7 +122,7 @@ def extract_distinct(kn: UrlKnowledge, uniq: pa.Array) -> dict[str, pa.Array]:
 def _scalar_columns(
     kn: UrlKnowledge, urls: list[str | None], names: Sequence[str]
 ) -> dict[str, pa.Array]:
-    rows = [kn.extract_one(u) for u in urls]
+    rows = [kn.lookup(u) for u in urls]
     return {n: pa.array([r[n] for r in rows], pa.string()) for n in names}
 
 

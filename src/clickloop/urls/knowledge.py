@@ -39,6 +39,7 @@ from clickloop.urls.templates import (
 if TYPE_CHECKING:
     from clickloop.config import UrlsConfig
     from clickloop.project import Project
+    from clickloop.urls.metrics import UrlMetrics
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class UrlKnowledge:
         knowledge_path: str | None = None,
         cache_size: int = 65536,
     ) -> None:
+        self._args = (knowledge, tuple(rules), dictionaries, tuple(tracking_params), where,
+                      knowledge_path, cache_size)  # fmt: skip
         self.knowledge = knowledge or KnowledgeFile()
         self.knowledge_path = knowledge_path
         self.tracking = frozenset(p.lower() for p in tracking_params)
@@ -104,6 +107,7 @@ class UrlKnowledge:
         self._check_dictionaries(where, kb_where)
         self.columns: list[str] = self._columns()
         self._cached_one = functools.lru_cache(maxsize=cache_size)(self._extract_one)
+        self.metrics: UrlMetrics | None = None
         self.version: str = content_hash(
             {
                 "knowledge": extraction_spec(self.knowledge),
@@ -117,6 +121,22 @@ class UrlKnowledge:
                 "tracking": sorted(self.tracking),
             }
         )  # fmt: skip
+
+    def instrument(self, registry: Any = None) -> UrlMetrics:
+        """Count extracted URLs (matched / unmatched / invalid) in a Prometheus registry.
+
+        >>> kn.instrument(registry)        # in a service, once     # doctest: +SKIP
+        """
+        from clickloop.urls.metrics import UrlMetrics
+
+        self.metrics = UrlMetrics(registry)
+        self.metrics.info.labels(self.version).set(1)
+        return self.metrics
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # compiled patterns and the cache are not picklable: rebuild from the definitions
+        # (process pools, Beam workers)
+        return _restore, self._args
 
     # -- construction helpers -------------------------------------------------------------
 
@@ -216,6 +236,15 @@ class UrlKnowledge:
         >>> kn.extract_one("https://shop.example.com/items/1/1234")["category"]  # doctest: +SKIP
         'clothes'
         """
+        row = self.lookup(url)
+        if self.metrics is not None:
+            invalid = row["host"] is None
+            matched = row["template"] is not None
+            self.metrics.count(int(matched), int(not matched and not invalid), int(invalid))
+        return row
+
+    def lookup(self, url: str | None) -> Row:
+        """:meth:`extract_one` without counting it in the metrics (used by :meth:`extract`)."""
         if url is None:
             return dict.fromkeys((*BASE_COLUMNS, *self.columns))
         return dict(self._cached_one(url))
@@ -266,7 +295,13 @@ class UrlKnowledge:
         """
         from clickloop.urls.columnar import extract_table
 
-        return extract_table(self, urls, encoded=encoded)
+        table = extract_table(self, urls, encoded=encoded)
+        if self.metrics is not None:
+            n = table.num_rows
+            invalid = table.column("host").null_count
+            unmatched = table.column("template").null_count - invalid
+            self.metrics.count(n - invalid - unmatched, unmatched, invalid)
+        return table
 
     # -- explanation -----------------------------------------------------------------------
 
@@ -332,6 +367,26 @@ class UrlKnowledge:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _restore(
+    knowledge: KnowledgeFile | None,
+    rules: tuple[Any, ...],
+    dictionaries: dict[str, dict[str, str]] | None,
+    tracking_params: tuple[str, ...],
+    where: str,
+    knowledge_path: str | None,
+    cache_size: int,
+) -> UrlKnowledge:
+    return UrlKnowledge(
+        knowledge,
+        rules=rules,
+        dictionaries=dictionaries,
+        tracking_params=tracking_params,
+        where=where,
+        knowledge_path=knowledge_path,
+        cache_size=cache_size,
+    )
 
 
 def _kind_of_type(t: str) -> str:

@@ -229,3 +229,33 @@ def test_encoded_extract_has_the_same_values(kn: UrlKnowledge) -> None:
     assert all(pa.types.is_dictionary(f.type) for f in enc.schema)
     assert enc.to_pylist() == plain.to_pylist()
     assert kn.extract([], encoded=True).num_rows == 0
+
+
+def test_knowledge_survives_pickling_for_worker_processes(kn: UrlKnowledge) -> None:
+    import pickle
+
+    again = pickle.loads(pickle.dumps(kn))
+    assert again.version == kn.version
+    assert again.extract(URLS).to_pylist() == kn.extract(URLS).to_pylist()
+
+
+def test_instrumented_knowledge_counts_outcomes(kn: UrlKnowledge) -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    kn.instrument(registry)
+    many = URLS * 3
+    kn.extract(many)
+    kn.extract_one(URLS[0])
+
+    def value(result: str) -> float:
+        got = registry.get_sample_value("clickloop_urls_extracted_total", {"result": result})
+        return got or 0.0
+
+    rows = [kn.lookup(u) for u in many]
+    invalid = sum(r["host"] is None for r in rows)
+    matched = sum(r["template"] is not None for r in rows)
+    assert value("invalid") == invalid
+    assert value("matched") == matched + 1
+    assert value("unmatched") == len(many) - invalid - matched
+    assert registry.get_sample_value("clickloop_urls_knowledge_info", {"version": kn.version}) == 1
