@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import platform
 import subprocess
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from clickloop import __version__
 
 if TYPE_CHECKING:
     from clickloop.project import Project
+
+log = logging.getLogger(__name__)
 
 LIBRARIES = ("lightgbm", "sklearn", "numpy", "pyarrow", "duckdb", "scipy", "joblib")
 
@@ -66,22 +69,21 @@ def library_versions(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def feature_versions(project: Project, feature_sets: list[str]) -> dict[str, str]:
-    """A version per feature set: the features stage's own when it has one, else a digest."""
-    out = {}
+    """A version per feature set: the features stage's own, else a digest of its config."""
+    out: dict[str, str] = {}
     try:
         features = importlib.import_module("clickloop.features")
-        fn = getattr(features, "definition_version", None)
-    except ImportError:
-        fn = None
+        for fs in features.load_sets(
+            project, [n for n in feature_sets if n in project.config.features]
+        ):
+            if getattr(fs, "version", ""):
+                out[fs.name] = str(fs.version)
+    except Exception as exc:  # a broken definition must not hide the lineage: use digests
+        log.debug("feature set versions unavailable: %s", exc)
     for name in feature_sets:
-        cfg = project.config.features.get(name)
-        if fn is not None:
-            try:
-                out[name] = str(fn(project, name))
-                continue
-            except Exception:  # the features stage failed: fall back to the config digest
-                pass
-        out[name] = config_digest(cfg) if cfg is not None else "undefined"
+        if name not in out:
+            cfg = project.config.features.get(name)
+            out[name] = config_digest(cfg) if cfg is not None else "undefined"
     return out
 
 
