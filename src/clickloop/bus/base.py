@@ -11,7 +11,8 @@ Semantics every backend guarantees:
   replicas). If it raises, none or some of the records may be durable — the
   caller retries, and consumers dedupe by ``event_id``.
 * A record's partition is chosen from its key (same key → same partition, so
-  one user's events stay in order); records without a key are spread.
+  one user's events stay in order); records without a key are spread over the
+  partitions (Kafka: "sticky", one partition per short batching window).
 * Offsets are per (topic, partition), dense, starting at 0.
 * Consumers in one group share a topic's partitions; each partition is read by
   exactly one member at a time; membership changes rebalance.
@@ -46,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from clickloop.errors import ConflictError
+from clickloop.errors import ConflictError, UsageError
 
 if TYPE_CHECKING:
     from clickloop.project import Project
@@ -89,6 +90,30 @@ class Message:
     timestamp_ms: int  # when the bus appended it
 
 
+def check_offsets(
+    group: str, topics: Sequence[str], offsets: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """Validate the argument of :meth:`Consumer.commit` (a :class:`UsageError` if malformed)."""
+    clean: dict[TopicPartition, int] = {}
+    for tp, off in offsets.items():
+        try:
+            topic, part = tp
+        except (TypeError, ValueError):
+            raise UsageError(f"commit keys are (topic, partition) pairs, got {tp!r}") from None
+        if topic not in topics or not isinstance(part, int) or part < 0:
+            raise UsageError(
+                f"cannot commit {topic!r} partition {part!r}: this consumer of group "
+                f"{group!r} reads {', '.join(topics)}"
+            )
+        if not isinstance(off, int) or isinstance(off, bool) or off < 0:
+            raise UsageError(
+                "commit offsets are integers >= 0 (the next offset to read), "
+                f"got {off!r} for {topic}/{part}"
+            )
+        clean[(topic, part)] = off
+    return clean
+
+
 class Producer(ABC):
     @abstractmethod
     def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
@@ -101,7 +126,12 @@ class Producer(ABC):
 class Consumer(ABC):
     @abstractmethod
     def poll(self, max_messages: int, timeout: float) -> list[Message]:
-        """Up to ``max_messages`` from the assigned partitions, waiting at most ``timeout`` s."""
+        """Up to ``max_messages`` from the assigned partitions, waiting at most ``timeout`` s.
+
+        Returns as soon as some messages are available (it does not wait to
+        fill ``max_messages``); an empty list when none came within ``timeout``.
+        Per partition, messages come in offset order.
+        """
 
     @abstractmethod
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -37,8 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from clickloop.bus._fs import FileLock, atomic_write
-from clickloop.bus.base import PartitionsRevokedError, TopicPartition
-from clickloop.errors import UsageError
+from clickloop.bus.base import PartitionsRevokedError, TopicPartition, check_offsets
 
 log = logging.getLogger(__name__)
 
@@ -209,23 +208,7 @@ class GroupMember:
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Store ``offsets`` if this member owns every partition in it; else store nothing."""
-        clean: dict[TopicPartition, int] = {}
-        for tp, off in offsets.items():
-            try:
-                topic, part = tp
-            except (TypeError, ValueError):
-                raise UsageError(f"commit keys are (topic, partition) pairs, got {tp!r}") from None
-            if topic not in self.topics or not isinstance(part, int) or part < 0:
-                raise UsageError(
-                    f"cannot commit {topic!r} partition {part!r}: this consumer of group "
-                    f"{self.group!r} reads {', '.join(self.topics)}"
-                )
-            if not isinstance(off, int) or isinstance(off, bool) or off < 0:
-                raise UsageError(
-                    f"commit offsets are integers >= 0 (the next offset to read), "
-                    f"got {off!r} for {topic}/{part}"
-                )
-            clean[(topic, part)] = off
+        clean = check_offsets(self.group, self.topics, offsets)
         if not clean:
             return
         with self._lock:

@@ -44,6 +44,11 @@ class KafkaBusConfig(Section):
     partitions: int = Field(12, ge=1, description="partitions for topics clickloop creates")
     replication: int = Field(1, ge=1)
     session_timeout: Duration = Field(timedelta(seconds=10))
+    delivery_timeout: Duration = Field(
+        timedelta(seconds=30),
+        description="publish gives up (the caller retries) when brokers do not acknowledge "
+        "within this",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

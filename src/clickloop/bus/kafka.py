@@ -1,0 +1,585 @@
+"""The Kafka bus: Apache Kafka (or a Kafka-compatible broker) through confluent-kafka.
+
+* Producer: ``acks=all`` with idempotence; :meth:`KafkaProducer.publish`
+  returns only once every record's delivery report succeeded. Records that
+  failed in a retriable way are sent again (through a fresh client if the old
+  one is wedged, e.g. a broker that lost its producer state) until
+  ``delivery_timeout``; then :class:`~clickloop.errors.BackendUnavailableError`.
+  A local queue that stays full raises :class:`~clickloop.errors.OverloadedError`.
+  Keys are partitioned with murmur2, like the Java client, so other producers
+  of the same topics agree on where a user's events go.
+* Consumer: a group member with ``enable.auto.commit=false``; commits are
+  synchronous, and refused (:class:`~clickloop.bus.base.PartitionsRevokedError`)
+  for partitions not assigned to it any more — checked before the commit, and
+  reported by the coordinator when a rebalance raced it.
+* Topics (``topic_prefix`` + ``events``/``exposures``/``predictions``) are
+  created with ``partitions``/``replication`` when missing, and created again if
+  they vanish (a broker restarted on memory storage).
+
+Security settings (``security_protocol``, ``sasl_*``) and any librdkafka
+setting under ``client`` reach the clients; secrets are revealed to them only.
+librdkafka's own log lines go to the ``clickloop.bus.kafka.librdkafka`` logger.
+
+>>> bus = KafkaBus(KafkaBusConfig(type="kafka", bootstrap="k1:9092"))   # doctest: +SKIP
+>>> bus.producer().publish("events", [(b"u1", b'{"event_id": "e1"}')])
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from clickloop.bus.base import (
+    Bus,
+    Consumer,
+    Message,
+    PartitionsRevokedError,
+    Producer,
+    TopicPartition,
+    check_offsets,
+)
+from clickloop.config.base import reveal
+from clickloop.config.infra import KafkaBusConfig
+from clickloop.errors import (
+    BackendUnavailableError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UsageError,
+    require,
+)
+
+log = logging.getLogger(__name__)
+rdlog = logging.getLogger(__name__ + ".librdkafka")
+
+REQUEST_TIMEOUT: Final = 10.0  # admin and metadata calls
+QUEUE_FULL_WAIT: Final = 5.0  # a full local queue with no delivery progress this long → overloaded
+_WARN_EVERY: Final = 10.0
+
+
+def _kafka() -> Any:
+    return require("confluent_kafka", "kafka", feature="the Kafka bus")
+
+
+def client_config(cfg: KafkaBusConfig) -> dict[str, Any]:
+    """Settings shared by every client: brokers, security, the user's extra options."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": cfg.bootstrap,
+        "security.protocol": cfg.security_protocol,
+        "client.id": "clickloop",
+        "logger": rdlog,
+    }
+    if cfg.sasl_mechanism:
+        conf["sasl.mechanism"] = cfg.sasl_mechanism
+    if cfg.sasl_username:
+        conf["sasl.username"] = cfg.sasl_username
+    if cfg.sasl_password:
+        conf["sasl.password"] = cfg.sasl_password.get_secret_value()
+    conf.update(reveal(cfg.client))
+    return conf
+
+
+def _unavailable(what: str, cfg: KafkaBusConfig, exc: BaseException) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"Kafka at {cfg.bootstrap}: {what}: {exc}",
+        hint="check bus.bootstrap, the security settings and that the brokers are up",
+    )
+
+
+def _error_of(exc: BaseException) -> Any:
+    """The KafkaError inside a KafkaException (or None)."""
+    return exc.args[0] if exc.args and hasattr(exc.args[0], "code") else None
+
+
+class KafkaBus(Bus):
+    """Kafka behind the bus interface (see the module documentation)."""
+
+    def __init__(self, config: KafkaBusConfig) -> None:
+        self.config = config
+        self._k = _kafka()
+        admin_mod = require("confluent_kafka.admin", "kafka", feature="the Kafka bus")
+        self._admin_mod = admin_mod
+        self._admin = admin_mod.AdminClient(
+            {**client_config(config), "allow.auto.create.topics": False}
+        )
+        self._topics: dict[str, int] = {}  # full topic name → partitions, known to exist
+        self._lock = threading.Lock()
+
+    # -- topics ------------------------------------------------------------------------
+
+    def topic_name(self, topic: str) -> str:
+        """The broker's name for a bus topic (``topic_prefix`` + topic)."""
+        if not isinstance(topic, str) or not topic:
+            raise UsageError(f"invalid topic name {topic!r}")
+        return self.config.topic_prefix + topic
+
+    def logical(self, name: str) -> str:
+        return name[len(self.config.topic_prefix) :]
+
+    def ensure_topic(self, topic: str, *, recheck: bool = False) -> str:
+        """Create the topic if it does not exist; return its full name."""
+        name = self.topic_name(topic)
+        if not recheck and name in self._topics:
+            return name
+        with self._lock:
+            n = self._describe(name)
+            if n is None:
+                self._create(name)
+                n = self._wait_for(name)
+            self._topics[name] = n
+        return name
+
+    def forget_topic(self, topic: str) -> None:
+        self._topics.pop(self.topic_name(topic), None)
+
+    def partitions(self, topic: str) -> int:
+        name = self.ensure_topic(topic)
+        return self._topics[name]
+
+    def _describe(self, name: str) -> int | None:
+        """Partitions of an existing topic whose partitions all have a leader, else None."""
+        try:
+            md = self._admin.list_topics(topic=name, timeout=REQUEST_TIMEOUT)
+        except self._k.KafkaException as exc:
+            raise _unavailable("cannot read metadata", self.config, exc) from exc
+        t = md.topics.get(name)
+        if t is None or t.error is not None or not t.partitions:
+            return None
+        if any(p.leader < 0 for p in t.partitions.values()):
+            return None
+        return len(t.partitions)
+
+    def _create(self, name: str) -> None:
+        new = self._admin_mod.NewTopic(
+            name,
+            num_partitions=self.config.partitions,
+            replication_factor=self.config.replication,
+        )
+        fut = self._admin.create_topics([new], request_timeout=REQUEST_TIMEOUT)[name]
+        try:
+            fut.result()
+            log.info(
+                "created Kafka topic %r (%d partitions, replication %d)",
+                name,
+                self.config.partitions,
+                self.config.replication,
+            )
+        except self._k.KafkaException as exc:
+            err = _error_of(exc)
+            if err is None or err.code() != self._k.KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BackendUnavailableError(
+                    f"cannot create Kafka topic {name!r} at {self.config.bootstrap}: {exc}",
+                    hint="create it yourself (partitions, replication) or grant the "
+                    "CREATE permission to clickloop's principal",
+                ) from exc
+
+    def _wait_for(self, name: str) -> int:
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        while True:
+            n = self._describe(name)
+            if n is not None:
+                return n
+            if time.monotonic() > deadline:
+                raise BackendUnavailableError(
+                    f"Kafka topic {name!r} has no leader for every partition after "
+                    f"{REQUEST_TIMEOUT:g} s",
+                    hint="check the brokers' health",
+                )
+            time.sleep(0.1)
+
+    # -- Bus ---------------------------------------------------------------------------
+
+    def producer(self) -> KafkaProducer:
+        return KafkaProducer(self)
+
+    def consumer(self, group: str, topics: Sequence[str]) -> KafkaConsumer:
+        """A member of ``group``; partitions are assigned inside :meth:`KafkaConsumer.poll`."""
+        if not isinstance(group, str) or not group:
+            raise UsageError(f"invalid group name {group!r}")
+        if isinstance(topics, str) or not topics:
+            raise UsageError(
+                f"a consumer needs a list of topics, got {topics!r}",
+                hint='e.g. bus.consumer("lake-ingest", ["events"])',
+            )
+        return KafkaConsumer(self, group, list(dict.fromkeys(topics)))
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        name = self.ensure_topic(topic)
+        tp_cls = self._k.TopicPartition
+        spec = self._admin_mod.OffsetSpec.latest()
+        req = {tp_cls(name, p): spec for p in range(self._topics[name])}
+        try:
+            futs = self._admin.list_offsets(req, request_timeout=REQUEST_TIMEOUT)
+            return {tp.partition: int(f.result().offset) for tp, f in futs.items()}
+        except self._k.KafkaException as exc:
+            raise _unavailable(
+                f"cannot list the end offsets of {name!r}", self.config, exc
+            ) from exc
+
+    def committed_offsets(self, group: str, topic: str) -> dict[int, int]:
+        name = self.ensure_topic(topic)
+        tps = [self._k.TopicPartition(name, p) for p in range(self._topics[name])]
+        req = self._k.ConsumerGroupTopicPartitions(group, tps)
+        try:
+            (fut,) = self._admin.list_consumer_group_offsets(
+                [req], request_timeout=REQUEST_TIMEOUT
+            ).values()
+            got = fut.result().topic_partitions
+        except self._k.KafkaException as exc:
+            raise _unavailable(f"cannot read group {group!r}'s offsets", self.config, exc) from exc
+        return {tp.partition: max(0, int(tp.offset)) for tp in got}
+
+    def close(self) -> None:
+        self._topics.clear()
+
+
+@dataclass
+class _Delivery:
+    """Delivery reports of one publish call (callbacks may run on any polling thread)."""
+
+    expected: int
+    done: int = 0
+    failed: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    errors: list[Any] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def report(self, err: Any, msg: Any) -> None:
+        with self.lock:
+            self.done += 1
+            if err is not None:
+                self.failed.append((msg.key(), msg.value()))
+                self.errors.append(err)
+
+
+class KafkaProducer(Producer):
+    """Publishes with acks=all and idempotence; thread-safe."""
+
+    def __init__(self, bus: KafkaBus) -> None:
+        self.bus = bus
+        cfg = bus.config
+        self.timeout = cfg.delivery_timeout.total_seconds()
+        self.queue_full_wait = min(QUEUE_FULL_WAIT, self.timeout / 2)
+        attempt_ms = int(max(1.0, min(self.timeout, max(5.0, self.timeout / 3))) * 1000)
+        self._conf = {
+            **client_config(cfg),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",
+            "message.timeout.ms": attempt_ms,
+            "allow.auto.create.topics": False,
+        }
+        self._conf.update(reveal(cfg.client))  # the user's settings win
+        self._lock = threading.Lock()
+        self._producer = bus._k.Producer(self._conf)
+        self._closed = False
+
+    def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """Send ``records``; return when the brokers acknowledged every one of them."""
+        if self._closed:
+            raise UsageError("publish on a closed producer")
+        if not records:
+            return
+        deadline = time.monotonic() + self.timeout
+        pending = list(records)
+        name = self.bus.ensure_topic(topic)
+        last: Any = None
+        while True:
+            client = self._producer
+            state = self._send(client, name, pending)
+            self._wait(client, state, deadline)
+            if state.done < state.expected:
+                raise BackendUnavailableError(
+                    f"Kafka at {self.bus.config.bootstrap} did not acknowledge "
+                    f"{state.expected - state.done} of {len(records)} records for topic "
+                    f"{name!r} within {self.timeout:g} s",
+                    hint="retry; some records may have been stored (consumers deduplicate)",
+                )
+            if not state.failed:
+                return
+            last = state.errors[0]
+            for err in state.errors:
+                if err.code() == self.bus._k.KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise PayloadTooLargeError(
+                        f"Kafka refused a record for topic {name!r}: {err.str()}",
+                        hint="raise the topic's max.message.bytes or publish smaller records",
+                    )
+                if not (err.retriable() or self._retry_after(err)):
+                    raise BackendUnavailableError(
+                        f"Kafka refused {len(state.failed)} of {len(records)} records for "
+                        f"topic {name!r}: {err.str()}",
+                        hint="check the broker logs and the topic's configuration",
+                    )
+            if time.monotonic() >= deadline:
+                break
+            log.warning(
+                "Kafka: %d records for %r failed (%s); sending them again",
+                len(state.failed),
+                name,
+                last.str(),
+            )
+            self._reset(client)
+            pending = state.failed
+            try:
+                name = self.bus.ensure_topic(topic, recheck=True)
+            except BackendUnavailableError:
+                time.sleep(0.5)
+        raise BackendUnavailableError(
+            f"Kafka at {self.bus.config.bootstrap} did not store {len(pending)} of "
+            f"{len(records)} records for topic {name!r} within {self.timeout:g} s: {last.str()}",
+            hint="retry; some records may have been stored (consumers deduplicate)",
+        )
+
+    def _retry_after(self, err: Any) -> bool:
+        """Errors that a fresh client (new producer id, fresh metadata) can get past."""
+        kerr = self.bus._k.KafkaError
+        return bool(
+            err.code()
+            in (
+                kerr._MSG_TIMED_OUT,
+                kerr._TRANSPORT,
+                kerr.UNKNOWN_TOPIC_OR_PART,
+                kerr._UNKNOWN_TOPIC,
+                kerr._UNKNOWN_PARTITION,
+                kerr.UNKNOWN_PRODUCER_ID,
+                kerr.OUT_OF_ORDER_SEQUENCE_NUMBER,
+                kerr.INVALID_PRODUCER_EPOCH,
+                kerr._FATAL,
+            )
+            or err.fatal()
+        )
+
+    def _send(
+        self, client: Any, name: str, records: Sequence[tuple[bytes | None, bytes]]
+    ) -> _Delivery:
+        state = _Delivery(len(records))
+        report = state.report
+        produce = client.produce
+        stalled_since: float | None = None
+        for i, rec in enumerate(records):
+            try:
+                key, value = rec
+            except (TypeError, ValueError):
+                raise UsageError(
+                    "bus records must be (key, value) pairs of bytes (key may be None)"
+                ) from None
+            while True:
+                try:
+                    produce(name, value, key, on_delivery=report)
+                    break
+                except BufferError:
+                    # the local queue is full: serve delivery reports to make room
+                    before = state.done
+                    client.poll(0.05)
+                    now = time.monotonic()
+                    if state.done > before or stalled_since is None:
+                        stalled_since = now
+                    elif now - stalled_since > self.queue_full_wait:
+                        state.expected = i  # only what was queued will report
+                        raise OverloadedError(
+                            f"the Kafka producer's local queue stayed full for "
+                            f"{self.queue_full_wait:g} s ({i} of {len(records)} records queued)",
+                            retry_after=self.queue_full_wait,
+                            hint="the brokers are slower than the input; retry later",
+                        ) from None
+                except TypeError as exc:
+                    raise UsageError(
+                        f"bus records must be (key, value) pairs of bytes: {exc}"
+                    ) from None
+                except self.bus._k.KafkaException as exc:
+                    err = _error_of(exc)
+                    if err is not None and err.code() == self.bus._k.KafkaError.MSG_SIZE_TOO_LARGE:
+                        raise PayloadTooLargeError(
+                            f"a record of {len(value):,} bytes is larger than the producer's "
+                            "message.max.bytes",
+                            hint="publish smaller records or raise message.max.bytes "
+                            "(bus.client) and the topic's max.message.bytes",
+                        ) from exc
+                    raise _unavailable("produce failed", self.bus.config, exc) from exc
+        client.poll(0)
+        return state
+
+    def _wait(self, client: Any, state: _Delivery, deadline: float) -> None:
+        while state.done < state.expected:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            client.poll(min(0.1, left))
+
+    def _reset(self, client: Any) -> None:
+        """Replace a client that may be wedged; another thread may have done it already."""
+        with self._lock:
+            if self._producer is not client:
+                return
+            self._producer = self.bus._k.Producer(self._conf)
+        log.info("Kafka producer client replaced after failed deliveries")
+        # the old client's remaining messages fail fast instead of lingering
+        try:
+            client.purge()
+            client.flush(0)
+        except Exception:  # best effort on a client being discarded
+            log.debug("purging the old Kafka producer failed", exc_info=True)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._producer.flush(self.timeout)
+
+
+class KafkaConsumer(Consumer):
+    """A consumer-group member; use it from one thread."""
+
+    def __init__(self, bus: KafkaBus, group: str, topics: list[str]) -> None:
+        self.bus = bus
+        self.group = group
+        self.topics = topics
+        cfg = bus.config
+        session_ms = int(cfg.session_timeout.total_seconds() * 1000)
+        conf = {
+            **client_config(cfg),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": max(100, session_ms // 4),
+            "topic.metadata.refresh.interval.ms": 10_000,
+            "allow.auto.create.topics": False,
+        }
+        conf.update(reveal(cfg.client))
+        self._names = [bus.ensure_topic(t) for t in topics]
+        self._c = bus._k.Consumer(conf)
+        self._c.subscribe(self._names)
+        self._warned: dict[int, float] = {}
+        self._closed = False
+
+    def poll(self, max_messages: int, timeout: float) -> list[Message]:
+        if self._closed:
+            raise UsageError("poll on a closed consumer")
+        if max_messages < 1 or timeout < 0:
+            raise UsageError(
+                f"poll needs max_messages >= 1 and timeout >= 0, got {max_messages}, {timeout}"
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = self._c.consume(max_messages, 0)
+            if not raw:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return []
+                first = self._c.poll(left)  # wait for the first message, not for a full batch
+                if first is None:
+                    return []
+                raw = [first]
+                if max_messages > 1:
+                    raw += self._c.consume(max_messages - 1, 0)
+            out = self._convert(raw)
+            if out or time.monotonic() >= deadline:
+                return out
+
+    def _convert(self, raw: list[Any]) -> list[Message]:
+        out = []
+        logical = self.bus.logical
+        for m in raw:
+            err = m.error()
+            if err is not None:
+                self._on_error(err, m)
+                continue
+            out.append(
+                Message(
+                    logical(m.topic()),
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value() or b"",
+                    m.timestamp()[1],
+                )
+            )
+        return out
+
+    def _on_error(self, err: Any, m: Any) -> None:
+        kerr = self.bus._k.KafkaError
+        if err.code() == kerr._PARTITION_EOF:
+            return
+        if err.fatal():
+            raise BackendUnavailableError(
+                f"Kafka consumer of group {self.group!r} failed: {err.str()}",
+                hint="close this consumer and open a new one",
+            )
+        now = time.monotonic()
+        if now - self._warned.get(err.code(), 0.0) > _WARN_EVERY:
+            self._warned[err.code()] = now
+            log.warning("Kafka consumer of group %r: %s", self.group, err.str())
+        if err.code() in (kerr.UNKNOWN_TOPIC_OR_PART, kerr._UNKNOWN_TOPIC):
+            # a topic vanished (e.g. a broker restarted on memory storage): create it again
+            for t in self.topics:
+                try:
+                    self.bus.ensure_topic(t, recheck=True)
+                except BackendUnavailableError as exc:
+                    log.warning("Kafka: cannot re-create topic %r yet: %s", t, exc)
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if self._closed:
+            raise UsageError("commit on a closed consumer")
+        clean = check_offsets(self.group, self.topics, offsets)
+        if not clean:
+            return
+        k = self.bus._k
+        mine = {(tp.topic, tp.partition) for tp in self._c.assignment()}
+        name = self.bus.topic_name
+        revoked = sorted(tp for tp in clean if (name(tp[0]), tp[1]) not in mine)
+        if revoked:
+            raise PartitionsRevokedError(self.group, revoked)
+        tps = [k.TopicPartition(name(t), p, o) for (t, p), o in clean.items()]
+        try:
+            result = self._c.commit(offsets=tps, asynchronous=False)
+        except k.KafkaException as exc:
+            self._commit_failed(_error_of(exc), sorted(clean), exc)
+            return
+        for tp in result or []:
+            if tp.error is not None:
+                self._commit_failed(tp.error, sorted(clean), tp.error)
+
+    def _commit_failed(self, err: Any, tps: list[TopicPartition], exc: Any) -> None:
+        kerr = self.bus._k.KafkaError
+        fenced = (
+            kerr.REBALANCE_IN_PROGRESS,
+            kerr.ILLEGAL_GENERATION,
+            kerr.UNKNOWN_MEMBER_ID,
+            kerr.FENCED_INSTANCE_ID,
+            kerr._ASSIGNMENT_LOST,
+        )
+        if err is not None and err.code() in fenced:
+            raise PartitionsRevokedError(self.group, tps)
+        raise BackendUnavailableError(
+            f"Kafka consumer of group {self.group!r}: commit failed: {exc}",
+            hint="nothing was committed; the records will be delivered again",
+        )
+
+    def committed(self) -> dict[TopicPartition, int]:
+        tps = self._c.assignment()
+        if not tps:
+            return {}
+        k = self.bus._k
+        try:
+            got = self._c.committed(
+                [k.TopicPartition(tp.topic, tp.partition) for tp in tps], timeout=REQUEST_TIMEOUT
+            )
+        except k.KafkaException as exc:
+            raise _unavailable(
+                f"cannot read group {self.group!r}'s offsets", self.bus.config, exc
+            ) from exc
+        return {(self.bus.logical(tp.topic), tp.partition): max(0, tp.offset) for tp in got}
+
+    def assignment(self) -> list[TopicPartition]:
+        return sorted((self.bus.logical(tp.topic), tp.partition) for tp in self._c.assignment())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._c.close()
