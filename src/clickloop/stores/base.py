@@ -44,6 +44,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 ENTITY: Final = "entity"
 EVENT_TS: Final = "_event_ts"
-CHUNK_ROWS: Final = 50_000  # rows encoded and committed together: bounds memory and WAL size
+CHUNK_ROWS: Final = 25_000  # rows encoded and committed together: bounds memory and WAL size
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 
 ROWS = Counter(
@@ -116,6 +117,14 @@ class Prepared:
     entities: pa.Array  # string
     ts_us: np.ndarray  # int64 event times
     records: pa.Array  # large_binary: the encoded rows (stores.codec)
+
+
+def check_entities(entities: Sequence[str]) -> None:
+    if isinstance(entities, str | bytes):
+        raise UsageError(
+            f"entities must be a list of entity keys, not the string {entities!r}",
+            hint=f"write [{entities!r}]",
+        )
 
 
 def _as_table(feature_set: str, rows: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -187,6 +196,7 @@ class OnlineStore(ABC):
     def __init__(self) -> None:
         self._codecs: dict[tuple[str, int], RowCodec] = {}
         self._writer_codecs: dict[tuple[str, pa.Schema], RowCodec] = {}
+        self._read_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -221,16 +231,30 @@ class OnlineStore(ABC):
         # every call, not once per process: someone may have wiped the store meanwhile
         self._register_schema(feature_set, codec)
         self._codecs[(feature_set, codec.sid)] = codec
-        applied = 0
-        for start in range(0, table.num_rows, CHUNK_ROWS):
-            stop = min(start + CHUNK_ROWS, table.num_rows)
-            ts = ts_us[start:stop]
-            chunk = Prepared(
-                entities.slice(start, stop - start).combine_chunks(),
+
+        def prepare(start: int) -> Prepared:
+            n = min(CHUNK_ROWS, table.num_rows - start)
+            ts = ts_us[start : start + n]
+            return Prepared(
+                entities.slice(start, n).combine_chunks(),
                 ts,
-                codec.encode(features.slice(start, stop - start), ts),
+                codec.encode(features.slice(start, n), ts),
             )
-            applied += self._write_chunk(feature_set, chunk, ttl_us)
+
+        starts = range(0, table.num_rows, CHUNK_ROWS)
+        if len(starts) == 1:
+            applied = self._write_chunk(feature_set, prepare(0), ttl_us)
+        else:
+            # encode chunk k+1 while chunk k is written: encoding is mostly Arrow kernels,
+            # which release the GIL, so it overlaps with the backend's work
+            applied = 0
+            with ThreadPoolExecutor(1, thread_name_prefix="online-encode") as pool:
+                upcoming = pool.submit(prepare, starts[0])
+                for i in range(len(starts)):
+                    chunk = upcoming.result()
+                    if i + 1 < len(starts):
+                        upcoming = pool.submit(prepare, starts[i + 1])
+                    applied += self._write_chunk(feature_set, chunk, ttl_us)
         stale = table.num_rows - applied
         self._record_write(feature_set, codec, int(ts_us.max()), ttl_us, applied, stale)
         ROWS.labels(self.backend, feature_set, "applied").inc(applied)
@@ -333,6 +357,24 @@ class OnlineStore(ABC):
         """Update the feature set's metadata (freshness, schema, counters)."""
 
     # -- shared helpers ----------------------------------------------------------------
+
+    def _sets(self, feature_sets: Sequence[str]) -> tuple[str, ...]:
+        """The feature sets of a read: validated once per distinct list, duplicates dropped."""
+        if isinstance(feature_sets, str):
+            raise UsageError(
+                f"feature_sets must be a list of names, not the string {feature_sets!r}",
+                hint=f"write [{feature_sets!r}]",
+            )
+        key = feature_sets if isinstance(feature_sets, tuple) else tuple(feature_sets)
+        sets = self._read_sets.get(key)
+        if sets is None:
+            for name in key:
+                check_feature_set(name)
+            sets = tuple(dict.fromkeys(key))
+            if len(self._read_sets) > 4096:  # callers build lists dynamically: stay bounded
+                self._read_sets.clear()
+            self._read_sets[key] = sets
+        return sets
 
     def _check_open(self) -> None:
         if self._closed:

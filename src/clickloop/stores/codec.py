@@ -338,7 +338,8 @@ class RowCodec:
         """The features of one record, keyed by name (fixed-width features first)."""
         flags = blob[1]
         if not flags and not self.var:
-            out = dict(zip(self.names, self._struct.unpack_from(blob, HEADER.size), strict=True))
+            # zip without strict=: the hot path, and the schema fixes both lengths
+            out = dict(zip(self.names, self._struct.unpack_from(blob, HEADER.size)))  # noqa: B905
         else:
             values: list[Any] = list(self._struct.unpack_from(blob, HEADER.size))
             end = self._fixed_end
@@ -350,8 +351,8 @@ class RowCodec:
                             values[i] = None
                 end += self._bitmap_bytes
             if self.var:
-                values.extend(orjson.loads(memoryview(blob)[end:]))
-            out = dict(zip(self.names, values, strict=True))
+                values.extend(orjson.loads(blob[end:]))
+            out = dict(zip(self.names, values))  # noqa: B905
         for name, fix in self._fixups:
             v = out[name]
             if v is not None:

@@ -42,6 +42,7 @@ from clickloop.stores.base import (
     FeatureSetInfo,
     OnlineStore,
     Prepared,
+    check_entities,
     check_feature_set,
     now_us,
     us_to_datetime,
@@ -275,6 +276,7 @@ class RedisOnlineStore(OnlineStore):
     # -- reading -------------------------------------------------------------------------
 
     def read(self, entity: str, feature_sets: Sequence[str]) -> dict[str, Any]:
+        feature_sets = self._sets(feature_sets)
         if not feature_sets:
             return {}
         row = self._row
@@ -293,6 +295,8 @@ class RedisOnlineStore(OnlineStore):
     def read_many(
         self, entities: Sequence[str], feature_sets: Sequence[str]
     ) -> list[dict[str, Any]]:
+        check_entities(entities)
+        feature_sets = self._sets(feature_sets)
         if not feature_sets or not entities:
             return [{} for _ in entities]
         row = self._row
@@ -338,6 +342,8 @@ class RedisOnlineStore(OnlineStore):
 
     def delete(self, feature_set: str, entities: Sequence[str] | None = None) -> int:
         check_feature_set(feature_set)
+        if entities is not None:
+            check_entities(entities)
         removed = 0
         with self._calls(f"deleting from feature set {feature_set!r}"):
             if entities is None:

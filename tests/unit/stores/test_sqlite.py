@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -111,3 +112,17 @@ def test_open_online_store_follows_the_project_configuration(tmp_path: Path):
         assert store.path == tmp_path / "data" / "features.db"
         assert store.read("u", ["fs"]) == {}
     assert (tmp_path / "data" / "features.db").exists()
+
+
+def test_the_wal_is_copied_into_the_database_in_the_background(tmp_path: Path):
+    path = tmp_path / "online.sqlite"
+    store = SqliteOnlineStore(path)
+    n = 60_000
+    store.write("fs", rows([f"u{i:06d}" for i in range(n)], n=list(range(n)), s=["x" * 100] * n))
+    deadline = time.monotonic() + 30
+    while path.stat().st_size < 5_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size >= 5_000_000  # checkpointed without waiting for close()
+    assert store.read(f"u{n - 1:06d}", ["fs"]) == {"n": n - 1, "s": "x" * 100}
+    store.close()
+    assert not Path(f"{path}-wal").exists() or Path(f"{path}-wal").stat().st_size == 0
