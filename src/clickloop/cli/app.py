@@ -20,6 +20,7 @@ import clickloop.cli.collector_cmds  # noqa: F401  (adds `ingest serve`)
 from clickloop import __version__, logs
 from clickloop.cli import ingest_cmds, models_cmds, predict_cmds, project_cmds, train_cmds
 from clickloop.cli.common import State, err_console
+from clickloop.cli.lake_cmds import register as register_lake
 from clickloop.cli.urls_cmds import register as register_urls
 from clickloop.errors import EXIT_FAILURE, EXIT_USAGE, ClickloopError, ConfigError
 
@@ -95,6 +96,7 @@ def root(
 
 project_cmds.register(app)
 ingest_cmds.register(app)
+register_lake(app)
 register_urls(app)
 train_cmds.register(app)
 models_cmds.register(app)

@@ -47,7 +47,7 @@ from clickloop.lake.idindex import (
     first_occurrences,
     id_hash,
 )
-from clickloop.lake.log import Commit, FileEntry, SourceCounts
+from clickloop.lake.log import Commit, CommitLog, FileEntry, SourceCounts
 from clickloop.lake.quarantine import QUARANTINE_SCHEMA
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ class Transaction:
                 info=self.info,
             )
             retries = 0
-            while not self.writer.lake.log.try_commit(commit):
+            while not self.writer.log.try_commit(commit):
                 retries += 1
                 others = self.writer.sync()
                 if others is not None and self.counts.accepted:
@@ -401,7 +401,10 @@ class LakeWriter:
         self._lock_fd: int | None = None
         if lake.storage.local:
             self._lock_fd = _hold_lock(lake.storage.path(f"{WRITERS_DIR}/{self.id}.lock"))
-        lake.log.refresh()
+        # its own view of the log: the dedupe index must see every commit exactly once,
+        # whoever else refreshes the lake's shared state
+        self.log = CommitLog(lake.storage)
+        self.log.refresh()
         if lake.storage.local:
             from clickloop.lake.maintenance import remove_dead_writers_files
 
@@ -428,7 +431,7 @@ class LakeWriter:
         self._days |= need
         entries = [
             e
-            for e in self.lake.log.state.files.values()
+            for e in self.log.state.files.values()
             if e.kind == "events" and e.ids and e.path not in self._loaded
             and day_number(e.dt) in need
         ]  # fmt: skip
@@ -449,7 +452,7 @@ class LakeWriter:
 
     def sync(self) -> IdIndex | None:
         """Catch up with other writers' commits; return the ids they added in loaded days."""
-        log_ = self.lake.log
+        log_ = self.log
         before = set(log_.state.files)
         log_.refresh()
         if log_.changes is None:  # reloaded from a checkpoint: diff the live files

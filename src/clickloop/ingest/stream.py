@@ -1,0 +1,404 @@
+"""The stream ingester: the bus's ``events`` topic into the lake, exactly once.
+
+It consumes in micro-batches bounded by size and time
+(``ingest.batch_max_events``, ``ingest.batch_max_wait``), validates every
+message like any other input (producers outside clickloop may publish),
+commits the batch to the lake, and only then commits the bus offsets.
+
+Exactly once, across crashes and rebalances: the lake commit itself records,
+per partition, the next offset and a hash of the last message it covers
+(``stream:<bus>:<group>:<topic>:<partition>`` checkpoints). So:
+
+* killed between the lake commit and the bus commit, the next owner of the
+  partition receives those messages again, sees the lake already holds them
+  (the message just below the checkpoint hashes the same) and skips them;
+* if the bus itself lost its log (a broker on memory storage restarted, a
+  topic was re-created) the offsets start again below the checkpoint, but the
+  message there differs (or does not exist): the ingester notices, starts the
+  partition's checkpoint afresh and loses nothing;
+* a lake commit names the checkpoint it expects; if another ingester of the
+  group advanced the partition meanwhile (a rebalance), the commit is refused,
+  the batch is dropped, and the consumer rejoins from the committed offsets.
+
+Several ingesters in one consumer group share the partitions.
+
+>>> ing = StreamIngester(lake, bus, group="clickloop-lake")   # doctest: +SKIP
+>>> ing.run(stop=threading.Event())
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from clickloop.bus.base import Bus, Consumer, Message, PartitionsRevokedError, TopicPartition
+from clickloop.errors import BackendUnavailableError, ConflictError
+from clickloop.events.mapping import Mapping
+from clickloop.ingest.metrics import IngestMetrics
+from clickloop.ingest.process import process_messages
+from clickloop.lake.log import SourceCounts
+
+if TYPE_CHECKING:
+    from clickloop.lake.lake import Lake
+    from clickloop.lake.writer import LakeWriter
+    from clickloop.project import Project
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "clickloop-lake"
+CRASH_ENV = "CLTEST_CRASH_AT"  # testing hook: "<point>:<n>" kills the process (see _crash)
+
+
+def message_hash(value: bytes) -> str:
+    return xxhash.xxh3_64_hexdigest(value)
+
+
+@dataclass
+class StreamReport:
+    """What the ingester did since it started."""
+
+    source: str
+    group: str
+    counts: SourceCounts = field(default_factory=SourceCounts)
+    batches: int = 0
+    skipped: int = 0  # redelivered messages the lake already held
+    conflicts: int = 0
+    resets: int = 0  # partitions whose bus log was found reset
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "group": self.group,
+            **self.counts.to_json(),
+            "balanced": self.counts.balanced,
+            "batches": self.batches,
+            "redelivered_skipped": self.skipped,
+            "conflicts": self.conflicts,
+            "bus_resets": self.resets,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class StreamIngester:
+    """One member of the ingesting consumer group (see the module doc)."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        bus: Bus,
+        *,
+        group: str = DEFAULT_GROUP,
+        topic: str = "events",
+        source: str | None = None,
+        bus_name: str = "bus",
+        mapping: Mapping | None = None,
+        max_events: int = 50_000,
+        max_wait: timedelta = timedelta(seconds=1),
+        max_future: timedelta = timedelta(hours=1),
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.lake = lake
+        self.bus = bus
+        self.group = group
+        self.topic = topic
+        self.source = source or f"bus:{topic}"
+        self.mapping = mapping or Mapping()
+        self.max_events = max_events
+        self.max_wait = max_wait.total_seconds()
+        self.max_future = max_future
+        self.metrics = metrics or IngestMetrics()
+        self.report = StreamReport(self.source, group)
+        self._prefix = f"stream:{bus_name}:{group}:{topic}:"
+        self._consumer: Consumer | None = None
+        self._writer: LakeWriter | None = None
+        self._held: dict[TopicPartition, list[Message]] = defaultdict(list)
+        self._verified: dict[TopicPartition, int] = {}  # bus offsets to commit (skipped ranges)
+        self._lag_at = 0.0
+        self._crash = _CrashHook()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _open(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = self.bus.consumer(self.group, [self.topic])
+        return self._consumer
+
+    def _reset_consumer(self) -> None:
+        """Leave and rejoin the group: resume every partition from its committed offset."""
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except Exception as exc:  # closing a broken client: nothing left to save
+                log.debug("closing the consumer failed: %s", exc)
+            self._consumer = None
+        self._held.clear()
+        self._verified.clear()
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        *,
+        idle_exit: float | None = None,
+        on_batch: Callable[[StreamReport], None] | None = None,
+    ) -> StreamReport:
+        """Ingest until ``stop`` is set (or, with ``idle_exit``, after that many seconds
+        without a message); the batch in progress is always finished first."""
+        stop = stop or threading.Event()
+        started = time.perf_counter()
+        idle_since = time.monotonic()
+        backoff = 0.5
+        self._writer = self.lake.writer()
+        try:
+            while not stop.is_set():
+                try:
+                    n = self.step(stop)
+                    backoff = 0.5
+                except BackendUnavailableError as exc:
+                    log.warning("bus unavailable, retrying in %.1fs: %s", backoff, exc.message)
+                    self._reset_consumer()
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                if n:
+                    idle_since = time.monotonic()
+                    if on_batch is not None:
+                        on_batch(self.report)
+                elif idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
+                    break
+        finally:
+            self.report.seconds = time.perf_counter() - started
+            self._reset_consumer()
+            self._writer.close()
+            self._writer = None
+        return self.report
+
+    # -- one micro-batch -----------------------------------------------------------------
+
+    def step(self, stop: threading.Event | None = None) -> int:
+        """Poll one micro-batch and commit it; return how many messages it held."""
+        consumer = self._open()
+        batch = self._poll(consumer, stop)
+        self._update_lag()
+        if not batch:
+            self._commit_bus(consumer, {})
+            return 0
+        assert self._writer is not None
+        self._writer.sync()  # other writers' commits: their checkpoints and ids
+        state = self._writer.log.state
+        fresh: list[Message] = []
+        by_tp: dict[TopicPartition, list[Message]] = defaultdict(list)
+        for m in batch:
+            by_tp[(m.topic, m.partition)].append(m)
+        expect: dict[str, Any] = {}
+        for tp, msgs in by_tp.items():
+            key = self._key(tp)
+            cp = state.checkpoints.get(key)
+            expect[key] = cp
+            fresh += self._new_messages(tp, msgs, cp)
+        if not fresh:
+            self._commit_bus(consumer, {})
+            return len(batch)
+        return self._ingest(consumer, fresh, expect) or len(batch)
+
+    def _poll(self, consumer: Consumer, stop: threading.Event | None) -> list[Message]:
+        out: list[Message] = []
+        deadline = time.monotonic() + self.max_wait
+        while len(out) < self.max_events:
+            left = deadline - time.monotonic()
+            if left <= 0 or (stop is not None and stop.is_set() and out):
+                break
+            got = consumer.poll(self.max_events - len(out), min(left, 0.25))
+            out += got
+            if not got and stop is not None and stop.is_set():
+                break
+        return out
+
+    def _new_messages(
+        self, tp: TopicPartition, msgs: list[Message], cp: dict[str, Any] | None
+    ) -> list[Message]:
+        """The messages the lake does not hold yet (see the module doc)."""
+        if not cp:
+            return msgs
+        nxt = int(cp["next"])
+        fresh = [m for m in msgs if m.offset >= nxt]
+        below = [m for m in msgs if m.offset < nxt]
+        if not below:
+            return fresh
+        held = self._held[tp]
+        held += below
+        last = next((m for m in held if m.offset == nxt - 1), None)
+        if last is None:
+            end = self.bus.end_offsets(self.topic).get(tp[1], 0)
+            if end >= nxt:  # the message to compare with is still to come
+                return fresh
+            verdict = False  # the log is shorter than what the lake holds: it was reset
+        else:
+            verdict = message_hash(last.value) == cp.get("last")
+        self._held.pop(tp, None)
+        if verdict:
+            log.info("skipping %d redelivered message(s) of %s/%d already in the lake",
+                     len(held), *tp)  # fmt: skip
+            self.report.skipped += len(held)
+            self._verified[tp] = nxt
+            return fresh
+        log.warning(
+            "the bus log of %s/%d restarted below the lake's checkpoint (offset %d): "
+            "ingesting its records as new", tp[0], tp[1], nxt,
+        )  # fmt: skip
+        self.report.resets += 1
+        return sorted(held, key=lambda m: m.offset) + fresh
+
+    def _ingest(self, consumer: Consumer, msgs: list[Message], expect: dict[str, Any]) -> int:
+        assert self._writer is not None
+        now = datetime.now(UTC)
+        outcome = process_messages(
+            [m.value for m in msgs],
+            self.mapping,
+            source=self.source,
+            origins=[f"{m.topic}/{m.partition}@{m.offset}" for m in msgs],
+            received_at=now,
+            max_future=self.max_future,
+        )
+        ends: dict[TopicPartition, Message] = {}
+        for m in msgs:
+            tp = (m.topic, m.partition)
+            if tp not in ends or m.offset > ends[tp].offset:
+                ends[tp] = m
+        txn = self._writer.begin(self.source, "ingest-stream")
+        try:
+            txn.add_events(outcome.events, outcome.hashes)
+            txn.add_rejects(outcome.rejects)
+            for tp, m in ends.items():
+                key = self._key(tp)
+                txn.checkpoint(
+                    key, {"next": m.offset + 1, "last": message_hash(m.value)}, expect=expect[key]
+                )
+            txn.info = {"messages": len(msgs)}
+            self._crash.at("stream-staged")
+            result = txn.commit()
+        except ConflictError as exc:
+            txn.abort()
+            self.report.conflicts += 1
+            self.metrics.conflicts.inc()
+            log.info("dropping a batch: %s; rejoining the group", exc.message)
+            self._reset_consumer()
+            return len(msgs)
+        except BaseException:
+            txn.abort()
+            raise
+        self._crash.at("stream-lake-committed")
+        self.metrics.observe_commit(result, "ingest-stream")
+        self.metrics.batch.observe(len(msgs))
+        self.report.batches += 1
+        for c in result.counts.values():
+            self.report.counts.add(c)
+        if len(outcome.events):
+            newest = int(outcome.events.column("ts").cast("int64").to_numpy().max())
+            self._writer.trim(newest)
+        self._commit_bus(consumer, {tp: m.offset + 1 for tp, m in ends.items()})
+        return len(msgs)
+
+    def _commit_bus(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit bus offsets (the lake already holds everything below them)."""
+        todo = {**self._verified, **offsets}
+        if not todo:
+            return
+        for _ in range(3):
+            try:
+                consumer.commit(todo)
+                self._verified.clear()
+                return
+            except PartitionsRevokedError as exc:
+                # those partitions moved; their new owner finds the lake checkpoint
+                for tp in exc.partitions:
+                    todo.pop(tp, None)
+                    self._verified.pop(tp, None)
+                    self._held.pop(tp, None)
+                if not todo:
+                    return
+        log.warning("could not commit bus offsets %s; they will be redelivered and skipped", todo)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < 5.0:
+            return
+        self._lag_at = now
+        try:
+            self.metrics.set_lag(self.group, self.topic, self.bus.lag(self.group, self.topic))
+        except BackendUnavailableError as exc:
+            log.debug("cannot read the bus lag: %s", exc)
+
+    def _key(self, tp: TopicPartition) -> str:
+        return f"{self._prefix}{tp[1]}"
+
+
+class _CrashHook:
+    """Testing hook: ``CLTEST_CRASH_AT=<point>:<n>`` SIGKILLs the process the n-th time it
+    reaches ``<point>`` (reliability tests kill in precise places, not only at random)."""
+
+    def __init__(self) -> None:
+        spec = os.environ.get(CRASH_ENV, "")
+        point, _, n = spec.partition(":")
+        self.point = point
+        self.left = int(n) if n.isdigit() else 1
+        self.enabled = bool(point)
+
+    def at(self, point: str) -> None:
+        if self.enabled and point == self.point:
+            self.left -= 1
+            if self.left <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_stream(
+    project: Project,
+    *,
+    group: str = DEFAULT_GROUP,
+    source: str | None = None,
+    stop: threading.Event | None = None,
+    idle_exit: float | None = None,
+    metrics: IngestMetrics | None = None,
+    max_events: int | None = None,
+    max_wait: timedelta | None = None,
+    on_batch: Callable[[StreamReport], None] | None = None,
+) -> StreamReport:
+    """Run an ingester for the project's bus and lake until stopped.
+
+    >>> run_stream(project, idle_exit=5.0).counts.accepted    # doctest: +SKIP
+    """
+    from clickloop.bus.base import open_bus
+    from clickloop.lake.lake import open_lake
+
+    cfg = project.config
+    bus = open_bus(project)
+    lake = open_lake(project)
+    bus_name = (
+        "local" if cfg.bus.type == "local" else f"kafka:{getattr(cfg.bus, 'topic_prefix', '')}"
+    )
+    try:
+        ing = StreamIngester(
+            lake,
+            bus,
+            group=group,
+            source=source,
+            bus_name=bus_name,
+            max_events=max_events or cfg.ingest.batch_max_events,
+            max_wait=max_wait or cfg.ingest.batch_max_wait,
+            max_future=cfg.ingest.max_future,
+            metrics=metrics,
+        )
+        return ing.run(stop, idle_exit=idle_exit, on_batch=on_batch)
+    finally:
+        lake.close()
+        bus.close()
