@@ -20,6 +20,7 @@ import clickloop.cli.collector_cmds  # noqa: F401  (adds `ingest serve`)
 from clickloop import __version__, logs
 from clickloop.cli import ingest_cmds, models_cmds, predict_cmds, project_cmds, train_cmds
 from clickloop.cli.common import State, err_console
+from clickloop.cli.features_cmds import register as register_features
 from clickloop.cli.lake_cmds import register as register_lake
 from clickloop.cli.urls_cmds import register as register_urls
 from clickloop.errors import EXIT_FAILURE, EXIT_USAGE, ClickloopError, ConfigError
@@ -101,6 +102,7 @@ register_urls(app)
 train_cmds.register(app)
 models_cmds.register(app)
 predict_cmds.register(app)
+register_features(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,20 @@ Public API (everything else is internal):
     Snapshots of feature values into the offline store (Parquet in the lake,
     ``features/<set>/version=<v>/dt=…``; see :mod:`clickloop.features.offline`).
 
+``materialize(project, sets, *, as_of=None, compute=False)``
+    The newest offline snapshot into the online store (event-time ordered: never
+    overwrites a newer value the stream wrote).
+
+``FeatureStream(sets)`` / ``StreamRunner(project, sets)``
+    The streaming engine without I/O, and on the bus with the online store and a
+    crash-safe checkpoint (``clickloop features stream``).
+
 ``define(name, **spec) -> FeatureSet`` / ``load_sets(project, names)``
     Definitions in Python, or compiled from ``clickloop.yaml``.
+
+``age_features(project, sets) -> list[str]``
+    Features that grow with time between events (``since_last``): an online value
+    was computed at its row's ``_event_ts``; add ``now - _event_ts`` at request time.
 
 Feature names are ``<set>__<op>[_<column>][_<window>]`` — e.g.
 ``user_activity__count_1h``, ``user_activity__top_k_category_7d``,
@@ -35,6 +47,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from clickloop.features.batch import (
     BackfillResult,
     as_of_values,
@@ -44,8 +59,23 @@ from clickloop.features.batch import (
     training_set,
 )
 from clickloop.features.definition import Feature, FeatureSet, define, hop_for, load_sets
+from clickloop.features.materialize import materialize
+from clickloop.features.runner import StreamRunner
+from clickloop.features.stream import FeatureStream
+
+
+def age_features(project: Any, feature_sets: Sequence[str | FeatureSet]) -> list[str]:
+    """Names of features whose value grows with time since the row was written (since_last).
+
+    >>> age_features(project, ["user_activity"])                  # doctest: +SKIP
+    ['user_activity__since_last']
+    """
+    return [f.name for fs in load_sets(project, feature_sets) for f in fs.features
+            if f.op == "since_last"]  # fmt: skip
+
 
 __all__ = [
-    "BackfillResult", "Feature", "FeatureSet", "as_of_values", "backfill", "define",
-    "feature_names", "hop_for", "load_sets", "snapshot_times", "training_set",
+    "BackfillResult", "Feature", "FeatureSet", "FeatureStream", "StreamRunner", "age_features",
+    "as_of_values", "backfill", "define", "feature_names", "hop_for", "load_sets", "materialize",
+    "snapshot_times", "training_set",
 ]  # fmt: skip

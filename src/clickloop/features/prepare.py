@@ -8,7 +8,7 @@ URLs it has not seen before — a stream sees the same pages again and again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,10 +101,13 @@ def resolver(fs: FeatureSet, events: pa.Table, urls: pa.Table | None
     return get
 
 
-def prepare(fs: FeatureSet, events: pa.Table, urls: pa.Table | None = None) -> pa.Table:
+def prepare(
+    fs: FeatureSet, events: pa.Table, urls: pa.Table | None = None, *, carry: Sequence[str] = ()
+) -> pa.Table:
     """A set's rows from canonical events: ``entity``, ``ts`` (µs), ``event_id``, inputs ``c<i>``.
 
     Rows failing the filter or without an entity are left out; order is kept.
+    ``carry`` names event columns copied through (after the inputs).
     """
     n = events.num_rows
     get = resolver(fs, events, urls)
@@ -125,5 +128,7 @@ def prepare(fs: FeatureSet, events: pa.Table, urls: pa.Table | None = None) -> p
     }
     for i, node in enumerate(fs.inputs.values()):
         cols[f"c{i}"] = evaluate(node, get, n)
+    for name in carry:
+        cols[name] = events.column(name)
     table = pa.table(cols)
     return table.filter(keep)

@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -20,7 +19,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clickloop.errors import ConfigError
-from clickloop.events.schema import EVENT_SCHEMA
 from clickloop.features.definition import FeatureSet
 from clickloop.features.expr import Node, columns, conjoin, conjuncts
 from clickloop.features.pit import Column, Rows
@@ -40,12 +38,10 @@ class Knowledge(Protocol):
     def extract(self, urls: pa.Array) -> pa.Table: ...
 
 
-def load_knowledge(project: Project) -> Knowledge | None:
-    """The project's URL knowledge, or None when the urls stage is not available."""
-    try:
-        from clickloop.urls import load_knowledge as _load
-    except ImportError:
-        return None
+def load_knowledge(project: Project) -> Knowledge:
+    """The project's URL knowledge (declared rules plus the learned knowledge file)."""
+    from clickloop.urls import load_knowledge as _load
+
     result: Knowledge = _load(project)
     return result
 
@@ -71,40 +67,10 @@ def events_relation(
     project: Project, con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None
 ) -> duckdb.DuckDBPyRelation:
     """The lake's events with ``start <= ts < end`` as a DuckDB relation."""
-    try:
-        from clickloop.lake import open_lake
-    except ImportError:
-        return _raw_events(lake_root(project), con, start, end)
+    from clickloop.lake import open_lake
+
     rel: duckdb.DuckDBPyRelation = open_lake(project).events_relation(con, start, end)
     return rel
-
-
-def _raw_events(
-    root: str, con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None
-) -> duckdb.DuckDBPyRelation:
-    """Read ``<root>/raw/events/dt=YYYY-MM-DD/*.parquet`` (used until the lake stage lands)."""
-    base = Path(root) / "raw" / "events"
-    files = sorted(str(p) for p in base.glob("dt=*/*.parquet")) if base.is_dir() else []
-    if start is not None:
-        files = [f for f in files if _dt_of(f) >= start.date().isoformat()]
-    if end is not None:
-        files = [f for f in files if _dt_of(f) <= end.date().isoformat()]
-    names = ", ".join(f'"{f.name}"' for f in EVENT_SCHEMA)
-    if not files:
-        return con.from_arrow(EVENT_SCHEMA.empty_table())
-    cond = []
-    if start is not None:
-        cond.append(f"ts >= TIMESTAMPTZ {sql_string(start.isoformat())}")
-    if end is not None:
-        cond.append(f"ts < TIMESTAMPTZ {sql_string(end.isoformat())}")
-    listing = ", ".join(sql_string(f) for f in files)
-    where = f" WHERE {' AND '.join(cond)}" if cond else ""
-    return con.sql(f"SELECT {names} FROM read_parquet([{listing}], union_by_name = true){where}")
-
-
-def _dt_of(path: str) -> str:
-    part = Path(path).parent.name
-    return part.removeprefix("dt=")
 
 
 # -- SQL for a feature set's rows ---------------------------------------------------------

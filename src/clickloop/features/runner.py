@@ -1,0 +1,297 @@
+"""``clickloop features stream``: the feature stream on the bus, into the online store.
+
+One loop: poll a micro-batch from the ``events`` topic (consumer group
+``features`` by default), validate it like any input, apply it
+(:class:`~clickloop.features.stream.FeatureStream`), write the entities whose
+values changed to the online store, and every ``checkpoint_every`` seconds make
+the state durable (:class:`~clickloop.features.checkpoint.Checkpoint`) *then*
+commit the offsets to the bus. Restarted — after a clean stop or a kill -9 — it
+resumes from the checkpoint and skips what the checkpoint already holds.
+
+>>> runner = StreamRunner(project)                                   # doctest: +SKIP
+>>> report = runner.run(until_idle=5.0)      # stop after 5 s without new events
+>>> report["events"], report["sets"]["user_activity"]["too_late"]
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from clickloop.events.mapping import Mapping
+from clickloop.events.schema import UTC_US
+from clickloop.features import metrics as m
+from clickloop.features.batch import compile_sets
+from clickloop.features.checkpoint import Checkpoint, Offsets
+from clickloop.features.definition import FeatureSet
+from clickloop.features.source import Knowledge, load_knowledge
+from clickloop.features.stream import FeatureStream
+from clickloop.ingest.parse import parse_messages
+
+if TYPE_CHECKING:
+    from clickloop.bus.base import Bus, Consumer, Message
+    from clickloop.project import Project
+    from clickloop.stores.base import OnlineStore
+
+log = logging.getLogger(__name__)
+
+TOPIC: Final = "events"
+FRESHNESS_SAMPLE: Final = 2000  # freshness observations per batch, at most
+
+
+def decode(values: Sequence[bytes], *, max_future: Any) -> tuple[pa.Table, np.ndarray, int]:
+    """Bus messages → (valid canonical events, their message indexes, invalid count).
+
+    Messages are parsed and validated like any input (producers outside clickloop
+    may publish too); invalid ones are counted here — the lake ingester is the one
+    that quarantines them.
+    """
+    parsed = parse_messages(values)
+    rejects = len(parsed.rejects)
+    tables, where = [], []
+    mapping = Mapping()
+    for table, index in parsed.pieces:
+        v = mapping.validate_table(table, max_future=max_future, where="bus message")
+        rejects += len(v.rejected)
+        ix = np.arange(table.num_rows) if index is None else np.asarray(index, np.int64)
+        tables.append(v.events)
+        where.append(ix[v.accepted])
+    if not tables:
+        from clickloop.events.schema import empty_events
+
+        return empty_events(), np.zeros(0, np.int64), rejects
+    events = pa.concat_tables(tables)
+    pos = np.concatenate(where)
+    order = np.argsort(pos, kind="stable")  # arrival order, which lateness is judged by
+    return events.take(pa.array(order)), pos[order], rejects
+
+
+@dataclass
+class RunReport:
+    started: float = field(default_factory=time.time)
+    seconds: float = 0.0
+    polls: int = 0
+    messages: int = 0
+    invalid: int = 0
+    skipped: int = 0  # below the checkpointed offsets (already in the state)
+    rows_written: int = 0
+    checkpoints: int = 0
+    freshness_ms: list[float] = field(default_factory=list)
+
+    def percentiles(self) -> dict[str, float | None]:
+        if not self.freshness_ms:
+            return {"p50": None, "p99": None}
+        a = np.asarray(self.freshness_ms)
+        return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
+
+
+class StreamRunner:
+    """The feature stream on the project's bus and online store (see the module docstring)."""
+
+    def __init__(
+        self,
+        project: Project,
+        feature_sets: Sequence[str | FeatureSet] | None = None,
+        *,
+        group: str = "features",
+        bus: Bus | None = None,
+        store: OnlineStore | None = None,
+        knowledge: Knowledge | None = None,
+        batch_size: int = 20_000,
+        poll_timeout: float = 0.05,
+        checkpoint_every: float = 5.0,
+        state_path: str | Path | None = None,
+    ) -> None:
+        self.project = project
+        knowledge = knowledge if knowledge is not None else load_knowledge(project)
+        self.sets = compile_sets(project, feature_sets, knowledge)
+        self.group = group
+        self._bus = bus
+        self._store = store
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.checkpoint_every = checkpoint_every
+        self.max_future = project.config.ingest.max_future
+        self.stream = FeatureStream(
+            self.sets, knowledge=knowledge, dedupe_horizon=project.config.ingest.dedupe_horizon
+        )
+        path = state_path or project.state_path("features", f"stream-{group}.sqlite")
+        self.checkpoint = Checkpoint(path)
+        self.resume: Offsets = self.checkpoint.load(self.stream)
+        self.offsets: Offsets = dict(self.resume)
+        self.report = RunReport()
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            from clickloop.bus.base import open_bus
+
+            self._bus = open_bus(self.project)
+        return self._bus
+
+    @property
+    def store(self) -> OnlineStore:
+        if self._store is None:
+            from clickloop.stores.base import open_online_store
+
+            self._store = open_online_store(self.project)
+        return self._store
+
+    # -- one micro-batch -------------------------------------------------------------------
+
+    def process(self, messages: list[Message]) -> int:
+        """Apply a polled batch and write changed rows; return rows written."""
+        fresh = [
+            msg for msg in messages
+            if msg.offset >= self.resume.get((msg.topic, msg.partition), 0)
+        ]  # fmt: skip
+        self.report.skipped += len(messages) - len(fresh)
+        for msg in messages:
+            tp = (msg.topic, msg.partition)
+            self.offsets[tp] = max(self.offsets.get(tp, 0), msg.offset + 1)
+        self.report.messages += len(messages)
+        if not fresh:
+            return 0
+        events, _, invalid = decode([msg.value for msg in fresh], max_future=self.max_future)
+        self.report.invalid += invalid
+        m.STREAM_EVENTS.labels("invalid").inc(invalid)
+        before = (self.stream.stats.events, self.stream.stats.duplicates)
+        self.stream.apply(events)
+        m.STREAM_EVENTS.labels("duplicate").inc(self.stream.stats.duplicates - before[1])
+        m.STREAM_EVENTS.labels("new").inc(
+            (self.stream.stats.events - before[0]) - (self.stream.stats.duplicates - before[1])
+        )
+        written = self.flush()
+        self._freshness(events)
+        return written
+
+    def flush(self) -> int:
+        """Write every entity whose values changed to the online store."""
+        written = 0
+        for fs in self.sets:
+            rows = self.stream.emit(fs.name)
+            if rows.num_rows:
+                self.store.write(fs.name, rows, ttl=fs.ttl)
+                m.ONLINE_ROWS.labels(fs.name, "stream").inc(rows.num_rows)
+                written += rows.num_rows
+        self.report.rows_written += written
+        if self.stream.max_ts > 0:
+            m.CLOCK.set(self.stream.max_ts / 1e6)
+        return written
+
+    def _freshness(self, events: pa.Table) -> None:
+        if events.num_rows == 0:
+            return
+        now = datetime.now(UTC)
+        ts = events.column("ts")
+        if events.num_rows > FRESHNESS_SAMPLE:
+            step = events.num_rows // FRESHNESS_SAMPLE
+            ts = ts.take(pa.array(np.arange(0, events.num_rows, step)))
+        lag = pc.subtract(pa.scalar(now, UTC_US), ts)
+        seconds = np.asarray(pc.cast(lag, pa.int64()).to_numpy(), np.float64) / 1e6
+        for s in seconds.tolist():
+            m.FRESHNESS.observe(s)
+        self.report.freshness_ms.extend((seconds * 1000).tolist())
+        if len(self.report.freshness_ms) > 200_000:
+            del self.report.freshness_ms[:100_000]
+
+    def pending(self) -> int:
+        """Records on the topic that neither this runner nor the group has consumed."""
+        done = self.bus.committed_offsets(self.group, TOPIC)
+        ends = self.bus.end_offsets(TOPIC)
+        return sum(
+            max(0, end - max(done.get(p, 0), self.offsets.get((TOPIC, p), 0)))
+            for p, end in ends.items()
+        )
+
+    def save(self, consumer: Consumer | None) -> None:
+        """Checkpoint the state, then commit the offsets to the bus."""
+        self.checkpoint.save(self.stream, self.offsets)
+        self.resume = dict(self.offsets)
+        if consumer is not None and self.offsets:
+            mine = set(consumer.assignment())
+            consumer.commit({tp: n for tp, n in self.offsets.items() if tp in mine})
+        self.report.checkpoints += 1
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        max_seconds: float | None = None,
+        until_idle: float | None = None,
+        max_messages: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Consume until stopped (``stop``), out of time, idle that long, or enough messages."""
+        consumer = self.bus.consumer(self.group, [TOPIC])
+        t0 = last_save = last_lag = last_rate = time.monotonic()
+        idle_since = t0
+        rate_count = 0
+        try:
+            while not (stop is not None and stop.is_set()):
+                now = time.monotonic()
+                if max_seconds is not None and now - t0 >= max_seconds:
+                    break
+                if max_messages is not None and self.report.messages >= max_messages:
+                    break
+                msgs = consumer.poll(self.batch_size, self.poll_timeout)
+                self.report.polls += 1
+                if msgs:
+                    idle_since = time.monotonic()
+                    self.process(msgs)
+                    rate_count += len(msgs)
+                    if on_batch is not None:
+                        on_batch(len(msgs))
+                elif until_idle is not None and time.monotonic() - idle_since >= until_idle:
+                    if self.pending() == 0:
+                        break
+                    idle_since = time.monotonic()  # records wait (e.g. a dead member's lease)
+                now = time.monotonic()
+                if now - last_save >= self.checkpoint_every:
+                    self.save(consumer)
+                    last_save = now
+                if now - last_rate >= 1.0:
+                    m.RATE.set(rate_count / (now - last_rate))
+                    rate_count, last_rate = 0, now
+                if now - last_lag >= 2.0:
+                    m.LAG.labels(self.group).set(sum(self.bus.lag(self.group, TOPIC).values()))
+                    last_lag = now
+            self.save(consumer)
+        finally:
+            consumer.close()
+        self.report.seconds = time.monotonic() - t0
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        r = self.report
+        return {
+            "group": self.group,
+            "seconds": round(r.seconds, 3),
+            "messages": r.messages,
+            "invalid": r.invalid,
+            "skipped_already_applied": r.skipped,
+            "rows_written": r.rows_written,
+            "checkpoints": r.checkpoints,
+            "events_per_second": round(r.messages / r.seconds, 1) if r.seconds else None,
+            "freshness_ms": r.percentiles(),
+            "clock": None if self.stream.max_ts < 0 else datetime.fromtimestamp(
+                self.stream.max_ts / 1e6, UTC).isoformat(),
+            **self.stream.stats.to_dict(),
+        }  # fmt: skip
+
+    def close(self) -> None:
+        self.checkpoint.close()
+        if self._store is not None:
+            self._store.close()

@@ -1,0 +1,233 @@
+"""The streaming engine: the same feature definitions, maintained event by event.
+
+:class:`FeatureStream` is the engine without any I/O: feed it canonical events
+in arrival order (:meth:`FeatureStream.apply`), read values as of its clock, and
+collect the rows that changed (:meth:`FeatureStream.emit`). Its clock is event
+time: the newest event time seen plus one microsecond, so values cover every
+event consumed — exactly what the batch engine computes as of that time.
+
+Rules, per feature set:
+
+* **Duplicates** (an ``event_id`` seen before within ``ingest.dedupe_horizon``)
+  are skipped, as the lake skips them.
+* **Late events** — older than the newest event seen so far — are applied to
+  their tiles while they are within the set's ``allowed_lateness``; older ones
+  are *too late*: counted (``too_late``), reported, and left to the next batch
+  backfill and materialisation, which see every event in the lake.
+* Windows decay as the clock moves: an entity whose window lost a tile is
+  re-emitted even without new events.
+
+:class:`clickloop.features.runner.StreamRunner` connects it to the bus, the
+online store and a checkpoint.
+
+>>> stream = FeatureStream(load_sets(project))                       # doctest: +SKIP
+>>> stream.apply(events)
+>>> stream.values("user_activity", "u42")["user_activity__count_1h"]
+3
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from clickloop.events.schema import UTC_US
+from clickloop.features.definition import FeatureSet
+from clickloop.features.prepare import UrlCache, prepare
+from clickloop.features.source import Knowledge, needs_urls
+from clickloop.features.state import SetState
+
+log = logging.getLogger(__name__)
+
+DAY: Final = 86_400_000_000
+NEVER: Final = -(2**62)
+
+
+class Deduper:
+    """``event_id`` hashes seen, in buckets by event day, kept for ``horizon``."""
+
+    def __init__(self, horizon: timedelta) -> None:
+        self.horizon = horizon // timedelta(microseconds=1)
+        self.buckets: dict[int, set[int]] = {}
+        self.changed: set[int] = set()
+
+    def seen(self, event_ids: Sequence[str], ts: np.ndarray, now: int) -> np.ndarray:
+        """Mark duplicates (also within the batch) and remember the rest."""
+        out = np.zeros(len(event_ids), bool)
+        h = xxhash.xxh64_intdigest
+        buckets = self.buckets
+        day = (ts // DAY).tolist()
+        for i, eid in enumerate(event_ids):
+            key = h(eid.encode())
+            d = day[i]
+            found = False
+            for b in (d, d - 1, d + 1):  # a duplicate's time may differ a little
+                s = buckets.get(b)
+                if s is not None and key in s:
+                    found = True
+                    break
+            if found:
+                out[i] = True
+                continue
+            s = buckets.get(d)
+            if s is None:
+                s = buckets[d] = set()
+            s.add(key)
+            self.changed.add(d)
+        oldest = (now - self.horizon) // DAY - 1
+        for b in [b for b in buckets if b < oldest]:
+            del buckets[b]
+            self.changed.add(b)
+        return out
+
+
+@dataclass
+class SetStats:
+    applied: int = 0
+    too_late: int = 0
+    filtered: int = 0
+    rows_emitted: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class StreamStats:
+    events: int = 0
+    duplicates: int = 0
+    sets: dict[str, SetStats] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"events": self.events, "duplicates": self.duplicates,
+                "sets": {k: v.to_dict() for k, v in self.sets.items()}}  # fmt: skip
+
+
+class FeatureStream:
+    """Feature sets maintained incrementally over a stream of canonical events."""
+
+    def __init__(
+        self,
+        sets: Sequence[FeatureSet],
+        *,
+        knowledge: Knowledge | None = None,
+        dedupe_horizon: timedelta = timedelta(days=7),
+    ) -> None:
+        self.sets = list(sets)
+        self.states = {fs.name: SetState(fs) for fs in self.sets}
+        self.max_ts = NEVER
+        self.dedupe = Deduper(dedupe_horizon)
+        self.urls: UrlCache | None = None
+        if any(needs_urls(fs) for fs in self.sets):
+            if knowledge is None:
+                from clickloop.errors import ConfigError
+
+                names = [fs.name for fs in self.sets if needs_urls(fs)]
+                raise ConfigError(
+                    f"feature sets {', '.join(names)} read URL fields but no URL knowledge "
+                    "is available",
+                    hint="run `clickloop urls learn` (or declare urls.rules in clickloop.yaml)",
+                )
+            self.urls = UrlCache(knowledge)
+        self.stats = StreamStats(sets={fs.name: SetStats() for fs in self.sets})
+
+    @property
+    def clock(self) -> int:
+        """As-of time of the values (µs): newest event time + 1."""
+        return self.max_ts + 1
+
+    def apply(self, events: pa.Table) -> int:
+        """Apply canonical events in arrival order; return how many were new (not duplicates)."""
+        n = events.num_rows
+        if n == 0:
+            return 0
+        ts = np.asarray(pc.cast(pc.cast(events.column("ts"), UTC_US), pa.int64()).to_numpy(),
+                        np.int64)  # fmt: skip
+        ids = events.column("event_id").to_pylist()
+        dup = self.dedupe.seen(ids, ts, max(self.max_ts, int(ts.max())))
+        self.stats.events += n
+        self.stats.duplicates += int(dup.sum())
+        if dup.any():
+            keep = ~dup
+            events = events.filter(pa.array(keep))
+            ts = ts[keep]
+        if events.num_rows == 0:
+            return 0
+        # the newest event time before each event (lateness) and including it (clock)
+        running = np.maximum.accumulate(np.concatenate([[self.max_ts], ts]))
+        before, upto = running[:-1], running[1:]
+        urls = self.urls.lookup(events.column("url")) if self.urls is not None else None
+        position = pa.array(np.arange(events.num_rows))
+        for fs in self.sets:
+            self._apply_set(fs, events.append_column("_pos", position), urls, before, upto)
+        self.max_ts = int(running[-1])
+        for st in self.states.values():
+            st.advance(self.clock)
+        return events.num_rows
+
+    def _apply_set(self, fs: FeatureSet, events: pa.Table, urls: pa.Table | None,
+                   before: np.ndarray, upto: np.ndarray) -> None:  # fmt: skip
+        st = self.states[fs.name]
+        stats = self.stats.sets[fs.name]
+        rows = prepare(fs, events, urls, carry=["_pos"])
+        stats.filtered += events.num_rows - rows.num_rows
+        if rows.num_rows == 0:
+            return
+        pos = np.asarray(rows.column("_pos").to_numpy(), np.int64)
+        lateness = fs.allowed_lateness // timedelta(microseconds=1)
+        row_ts = np.asarray(rows.column("ts").to_numpy(), np.int64)
+        late = row_ts < before[pos] - lateness
+        stats.too_late += int(late.sum())
+        entities = rows.column("entity").to_pylist()
+        eids = rows.column("event_id").to_pylist()
+        inputs = [rows.column(f"c{i}").to_pylist() for i in range(len(fs.inputs))]
+        clocks = (upto[pos] + 1).tolist()
+        tss = row_ts.tolist()
+        add, advance = st.add, st.advance
+        late_l = late.tolist()
+        for r, entity in enumerate(entities):
+            if late_l[r]:
+                continue
+            c = clocks[r]
+            if c > st.clock:
+                advance(c)
+            add(entity, ts=tss[r], eid=eids[r], values=[col[r] for col in inputs])
+        stats.applied += len(entities) - int(late.sum())
+
+    def advance(self, as_of: int) -> None:
+        """Move every set's clock to ``as_of`` (µs) without events (windows decay)."""
+        self.max_ts = max(self.max_ts, as_of - 1)
+        for st in self.states.values():
+            st.advance(self.clock)
+
+    def values(self, feature_set: str, entity: str) -> dict[str, Any]:
+        """One entity's values as of :attr:`clock`."""
+        return self.states[feature_set].values(entity)
+
+    def emit(self, feature_set: str) -> pa.Table:
+        """Rows (``entity``, ``_event_ts``, features) of entities changed since the last emit."""
+        st = self.states[feature_set]
+        fs = st.fs
+        entities = sorted(st.dirty)
+        st.dirty.clear()
+        cols: dict[str, list[Any]] = {f.name: [] for f in fs.features}
+        for e in entities:
+            for name, v in st.values(e).items():
+                cols[name].append(v)
+        self.stats.sets[feature_set].rows_emitted += len(entities)
+        n = len(entities)
+        table = {
+            "entity": pa.array(entities, pa.string()),
+            "_event_ts": pa.array(np.full(n, self.clock, np.int64), pa.int64()).cast(UTC_US),
+        }
+        for f in fs.features:
+            table[f.name] = pa.array(cols[f.name], f.dtype)
+        return pa.table(table)
