@@ -35,6 +35,7 @@ import pyarrow as pa
 from clickloop.errors import ConflictError, NotFoundError, UsageError
 from clickloop.events.mapping import Mapping
 from clickloop.events.schema import Reason
+from clickloop.ingest.crash import CrashHook
 from clickloop.ingest.files import Block, InputFile, discover, read_blocks
 from clickloop.ingest.metrics import IngestMetrics
 from clickloop.ingest.process import Outcome, merge_outcomes, process_lines, process_table
@@ -103,6 +104,7 @@ class BatchImport:
         self.commit_every = commit_every
         self.progress = progress or (lambda n: None)
         self.metrics = metrics or IngestMetrics()
+        self._crash = CrashHook()
 
     def pending(self, files: list[InputFile]) -> tuple[list[tuple[InputFile, dict[str, Any]]], int]:
         """Files still to import with where to start, and the records still ahead
@@ -181,7 +183,9 @@ class BatchImport:
         return report
 
     def _commit(self, txn: Any, writer: Any, expect: dict[str, Any], report: ImportReport) -> Any:
+        self._crash.at("batch-staged")
         result = txn.commit()
+        self._crash.at("batch-committed")
         if result.version is not None:
             report.commits += 1
             for c in result.counts.values():

@@ -29,8 +29,6 @@ Several ingesters in one consumer group share the partitions.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections import defaultdict
@@ -44,6 +42,7 @@ import xxhash
 from clickloop.bus.base import Bus, Consumer, Message, PartitionsRevokedError, TopicPartition
 from clickloop.errors import BackendUnavailableError, ConflictError
 from clickloop.events.mapping import Mapping
+from clickloop.ingest.crash import CrashHook
 from clickloop.ingest.metrics import IngestMetrics
 from clickloop.ingest.process import process_messages
 from clickloop.lake.log import SourceCounts
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "clickloop-lake"
-CRASH_ENV = "CLTEST_CRASH_AT"  # testing hook: "<point>:<n>" kills the process (see _crash)
 
 
 def message_hash(value: bytes) -> str:
@@ -125,7 +123,7 @@ class StreamIngester:
         self._held: dict[TopicPartition, list[Message]] = defaultdict(list)
         self._verified: dict[TopicPartition, int] = {}  # bus offsets to commit (skipped ranges)
         self._lag_at = 0.0
-        self._crash = _CrashHook()
+        self._crash = CrashHook()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -341,24 +339,6 @@ class StreamIngester:
 
     def _key(self, tp: TopicPartition) -> str:
         return f"{self._prefix}{tp[1]}"
-
-
-class _CrashHook:
-    """Testing hook: ``CLTEST_CRASH_AT=<point>:<n>`` SIGKILLs the process the n-th time it
-    reaches ``<point>`` (reliability tests kill in precise places, not only at random)."""
-
-    def __init__(self) -> None:
-        spec = os.environ.get(CRASH_ENV, "")
-        point, _, n = spec.partition(":")
-        self.point = point
-        self.left = int(n) if n.isdigit() else 1
-        self.enabled = bool(point)
-
-    def at(self, point: str) -> None:
-        if self.enabled and point == self.point:
-            self.left -= 1
-            if self.left <= 0:
-                os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_stream(
