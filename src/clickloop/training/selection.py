@@ -29,7 +29,8 @@ from clickloop.training.preprocess import Preprocessor
 log = logging.getLogger(__name__)
 
 BINS = 32
-PERMUTATION_ROWS = 20_000
+PERMUTATION_ROWS = 10_000
+MIN_GAIN_SHARE = 0.002  # below this share of the total gain a feature is not worth a check
 
 
 class LeakageError(DataError):
@@ -292,13 +293,14 @@ def _importance(X, y, Xv, yv, pre, alive, names, rows, cfg, seed, rng, drop, thr
         )
         it = booster.best_iteration or None
         gains[f] = booster.feature_importance("gain", iteration=it)
-        base = auc(yv, np.asarray(booster.predict(Xv, num_iteration=it))) or 0.5
+        base = auc(yv, np.asarray(booster.predict(Xv, num_iteration=it, num_threads=threads))) or 0.5
+        share_f = gains[f] / max(gains[f].sum(), 1e-12)
         for j in range(len(cols)):
-            if gains[f, j] == 0:
-                continue  # unused by the trees: permuting it cannot change anything
+            if share_f[j] < MIN_GAIN_SHARE:
+                continue  # (nearly) unused by the trees: permuting it cannot change much
             saved = Xv[:, j].copy()
             Xv[:, j] = saved[rng.permutation(len(saved))]
-            perms[f, j] = base - (auc(yv, np.asarray(booster.predict(Xv, num_iteration=it))) or 0.5)
+            perms[f, j] = base - (auc(yv, np.asarray(booster.predict(Xv, num_iteration=it, num_threads=threads))) or 0.5)
             Xv[:, j] = saved
     total = gains.sum(1, keepdims=True)
     share = np.divide(gains, total, out=np.zeros_like(gains), where=total > 0)
@@ -312,6 +314,8 @@ def _importance(X, y, Xv, yv, pre, alive, names, rows, cfg, seed, rng, drop, thr
         r = rows[names[i]]
         if gains[:, j].sum() == 0:
             drop(i, "zero_gain: the trees never split on it")
+        elif r["gain"] < MIN_GAIN_SHARE:
+            drop(i, f"negligible_gain: {r['gain']:.2%} of the total gain")
         elif r["permutation"] <= cfg.min_permutation_gain:
             drop(
                 i,
