@@ -299,6 +299,11 @@ def show_cmd(
                     "  tracking removed: "
                     + ", ".join(f"{k} ({human_int(v)})" for k, v in h.tracking.items())
                 )
+            if h.suspected_tracking:
+                console.print(
+                    "  [yellow]look like tracking[/yellow] (confirm in urls.tracking_params): "
+                    + ", ".join(f"{k} ({human_int(v)})" for k, v in h.suspected_tracking.items())
+                )
         console.print(f"\ncolumns: {', '.join(columns)}")
 
     emit(st, data, human)

@@ -36,8 +36,8 @@ FAST_URL: Final = (
     r"^(?i:https?)://[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.?(?::[1-9][0-9]{0,3})?"
     rf"(?:/{_PCHAR}+)*/?(?:\?[^#\x00-\x20]*)?(?:#.*)?$"
 )
-# …and none of: a dot segment, a "%" inside a query parameter name
-NOT_FAST: Final = r"/\.\.?(?:[/?#]|$)|\?(?:[^#]*&)?[^=&#]*%"
+# …and none of: a dot segment, a "%" inside a query parameter name, a path session id
+NOT_FAST: Final = r"/\.\.?(?:[/?#]|$)|\?(?:[^#]*&)?[^=&#]*%|(?i:;(?:jsessionid|phpsessid|sid)=)"
 SMALL: Final = 24  # fewer distinct URLs than this: the scalar path is faster
 SEP: Final = "\x1f"
 

@@ -194,6 +194,10 @@ class KbHost(_Model):
     urls: int = 0
     matched: float | None = Field(None, description="share of this host's URLs a template matched")
     tracking: dict[str, int] = Field(default_factory=dict, description="tracking params seen")
+    suspected_tracking: dict[str, int] = Field(
+        default_factory=dict,
+        description="params that behave like click/session ids; confirm in urls.tracking_params",
+    )
     ignore: list[str] = Field(default_factory=list, description="shapes never to learn")
     templates: list[KbTemplate] = Field(default_factory=list)
 
@@ -246,7 +250,7 @@ class KnowledgeFile(_Model):
         data = self.model_dump(mode="json", exclude_none=True)
         data["version"] = self.content_version()
         for host in data.get("hosts", {}).values():
-            for key in ("tracking", "ignore"):
+            for key in ("tracking", "suspected_tracking", "ignore"):
                 if not host.get(key):
                     host.pop(key, None)
             for t in host.get("templates", []):

@@ -423,14 +423,14 @@ class HostLearner:
 
     def _describe(self, found: list[tuple[tuple[str | None, ...], list[int]]]) -> KbHost:
         d, opts = self.d, self.opts
-        templates: list[KbTemplate] = []
-        matched = 0
+        kept = []
         for slots, rows in found:
             total = sum(d.weight[r] for r in rows)
-            if total < opts.min_template_urls or total < opts.min_template_share * d.total:
-                continue
-            matched += total
-            templates.append(self._template(slots, rows, total))
+            if total >= opts.min_template_urls and total >= opts.min_template_share * d.total:
+                kept.append((slots, rows, total))
+        suspects = self._suspected_tracking(kept)
+        templates = [self._template(slots, rows, total, suspects) for slots, rows, total in kept]
+        matched = sum(total for _, _, total in kept)
         templates.sort(key=lambda t: (-t.urls, t.pattern))
         _unique_template_names(templates)
         return KbHost(
@@ -438,10 +438,49 @@ class HostLearner:
             urls=d.total,
             matched=round(matched / d.total, 4) if d.total else None,
             tracking=dict(sorted(d.tracking.items(), key=lambda kv: (-kv[1], kv[0]))[:20]),
+            suspected_tracking=dict(sorted(suspects.items(), key=lambda kv: (-kv[1], kv[0]))),
             templates=templates,
         )
 
-    def _template(self, slots: tuple[str | None, ...], rows: list[int], total: int) -> KbTemplate:
+    def _suspected_tracking(
+        self, kept: list[tuple[tuple[str | None, ...], list[int], int]]
+    ) -> dict[str, int]:
+        """Parameters that behave like click or session ids the tracking list misses: on
+        several templates, on a minority of each one's URLs, a new id-like value nearly
+        every time. They are not made fields; people confirm them in urls.tracking_params."""
+        d = self.d
+        where: Counter[str] = Counter()
+        top_share: dict[str, float] = {}
+        seen: Counter[str] = Counter()
+        values: dict[str, set[str]] = defaultdict(set)
+        for _, rows, total in kept:
+            qn: Counter[str] = Counter()
+            for r in rows:
+                qn.update(d.qnames[r])
+            for p, c in qn.items():
+                where[p] += 1
+                top_share[p] = max(top_share.get(p, 0.0), c / total)
+                seen[p] += c
+        out: dict[str, int] = {}
+        for p, n_templates in where.items():
+            if n_templates < 2 or top_share[p] >= 0.3 or seen[p] < 10:
+                continue
+            for (_, name), vals in d.qvalues.items():
+                if name == p:
+                    values[p].update(vals)
+            distinct = values[p]
+            idlike = sum(1 for v in distinct if looks_like_id(v))
+            if len(distinct) >= 0.8 * seen[p] and idlike >= 0.8 * len(distinct):
+                out[p] = seen[p]
+        return out
+
+    def _template(
+        self,
+        slots: tuple[str | None, ...],
+        rows: list[int],
+        total: int,
+        exclude: dict[str, int] | None = None,
+    ) -> KbTemplate:
         d, opts = self.d, self.opts
         max_cat = opts.max_category_values
         names: list[str | None] = []
@@ -466,7 +505,9 @@ class HostLearner:
         params = sorted(
             p
             for p, c in qn.items()
-            if c >= max(2, opts.min_param_share * total) and _PARAM_NAME.match(p)
+            if c >= max(2, opts.min_param_share * total)
+            and _PARAM_NAME.match(p)
+            and p not in (exclude or {})
         )
         qinfos: list[tuple[str, str, Counter[str], int]] = []
         for p in params:

@@ -13,7 +13,8 @@ Normalisation (what makes two spellings of the same page one string):
   (the order of repeated names kept) and re-encoded one canonical way; tracking
   parameters (``utm_*``, ``gclid``, ``fbclid``, ``msclkid``, … and the project's
   ``urls.tracking_params``) are set apart from the meaningful ones;
-* the fragment (``#…``) is dropped: browsers never send it to the server.
+* the fragment (``#…``) is dropped: browsers never send it to the server; so are
+  session ids written into the path (``;jsessionid=…``).
 
 >>> p = parse_url("HTTPS://Shop.Example.com:443/items/1/1234/?utm_source=x&b=2&a=1")
 >>> p.normalized
@@ -47,6 +48,7 @@ TRACKING_PARAMS: Final[frozenset[str]] = frozenset(
         "mkt_tok", "oly_anon_id", "oly_enc_id", "vero_id", "vero_conv", "wickedid",
         "_ga", "_gl", "_openstat", "s_cid", "cmpid", "at_medium", "at_campaign",
         "spm", "srsltid",
+        "phpsessid", "jsessionid", "aspsessionid", "cfid", "cftoken",  # session ids
     }
 )  # fmt: skip
 TRACKING_PREFIXES: Final = ("utm_",)
@@ -68,6 +70,7 @@ _URL: Final = re.compile(
 _AUTHORITY: Final = re.compile(r"^(?:[^@]*@)?(\[[0-9A-Za-z:.%]+\]|[^:\[\]]*)(?::([0-9]*))?$")
 _ESCAPE_OR_BAD: Final = re.compile(r"%[0-9A-Fa-f]{2}|%|[^A-Za-z0-9\-._~!$&'()*+,;=:@/%]+")
 _SLASHES: Final = re.compile(r"/{2,}")
+_SESSION: Final = re.compile(r";(?:jsessionid|phpsessid|sid)=[^/;]*", re.I)
 _WS: Final = " \t\r\n\x0b\x0c\x00"
 
 
@@ -202,6 +205,8 @@ def normalize_path(path: str) -> str:
     if not path.startswith("/"):
         path = "/" + path
     path = _ESCAPE_OR_BAD.sub(_fix_escape, path)
+    if ";" in path:  # after decoding: ;jsession%69d= is a session id too
+        path = _SESSION.sub("", path)
     if "//" in path:
         path = _SLASHES.sub("/", path)
     if "/." in path:

@@ -134,3 +134,21 @@ def test_dictionaries_attached_to_learned_fields_decode_categories(sim_small: Pa
     }
     assert seen and all(truth_dicts["shop_categories"][code] == c for c, code in seen)
     assert len({c for c, _ in seen}) == 8
+
+
+def test_unknown_click_ids_are_suspected_not_made_fields(sim_small: Path) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    urls = read_urls(sim_small).to_pylist()
+    tagged = [
+        u + ("&" if "?" in u else "?") + f"xclid={rng.integers(1 << 40):x}"
+        if u and u.startswith("https://shop.example.com") and rng.random() < 0.15
+        else u
+        for u in urls
+    ]
+    kb = learn(pa.array(tagged))
+    shop = kb.hosts["shop.example.com"]
+    assert "xclid" in shop.suspected_tracking
+    assert not any("xclid" in t.query for t in shop.templates)
+    assert all(not h.suspected_tracking for n, h in kb.hosts.items() if n != "shop.example.com")

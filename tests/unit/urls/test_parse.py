@@ -104,3 +104,9 @@ def test_registrable_domain_uses_the_bundled_suffix_list(monkeypatch: pytest.Mon
     assert registrable_domain("localhost") == "localhost"
     extractor = parse._extractor()
     assert extractor.suffix_list_urls == ()  # type: ignore[attr-defined]
+
+
+def test_session_ids_are_not_part_of_the_page() -> None:
+    assert normalize("https://x.com/a;jsessionid=ABC/b;JSESSIONID=z") == "https://x.com/a/b"
+    assert normalize("https://x.com/a;jsession%69d=1?PHPSESSID=9&q=2") == "https://x.com/a?q=2"
+    assert normalize("https://x.com/a;v=2") == "https://x.com/a;v=2"
