@@ -238,24 +238,24 @@ class KafkaBus(Bus):
 
 @dataclass
 class _Delivery:
-    """Delivery reports of one publish call (callbacks may run on any polling thread)."""
+    """Failed deliveries of one publish call (``delivery.report.only.error``: no news is good)."""
 
-    expected: int
-    done: int = 0
     failed: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     errors: list[Any] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def report(self, err: Any, msg: Any) -> None:
-        with self.lock:
-            self.done += 1
-            if err is not None:
-                self.failed.append((msg.key(), msg.value()))
-                self.errors.append(err)
+        if err is not None:
+            self.failed.append((msg.key(), msg.value()))
+            self.errors.append(err)
 
 
 class KafkaProducer(Producer):
-    """Publishes with acks=all and idempotence; thread-safe."""
+    """Publishes with acks=all and idempotence.
+
+    Thread-safe; concurrent :meth:`publish` calls on one producer take turns
+    (each waits for its own acknowledgements), so use one producer per thread
+    to publish in parallel.
+    """
 
     def __init__(self, bus: KafkaBus) -> None:
         self.bus = bus
@@ -270,10 +270,11 @@ class KafkaProducer(Producer):
             "linger.ms": 5,
             "partitioner": "murmur2_random",
             "message.timeout.ms": attempt_ms,
+            "delivery.report.only.error": True,
             "allow.auto.create.topics": False,
         }
         self._conf.update(reveal(cfg.client))  # the user's settings win
-        self._lock = threading.Lock()
+        self._turn = threading.Lock()
         self._producer = bus._k.Producer(self._conf)
         self._closed = False
 
@@ -283,19 +284,22 @@ class KafkaProducer(Producer):
             raise UsageError("publish on a closed producer")
         if not records:
             return
+        with self._turn:
+            self._publish(topic, records)
+
+    def _publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
         deadline = time.monotonic() + self.timeout
-        pending = list(records)
+        pending = records
         name = self.bus.ensure_topic(topic)
         last: Any = None
         while True:
             client = self._producer
             state = self._send(client, name, pending)
-            self._wait(client, state, deadline)
-            if state.done < state.expected:
+            left = client.flush(max(0.0, deadline - time.monotonic()))
+            if left:
                 raise BackendUnavailableError(
-                    f"Kafka at {self.bus.config.bootstrap} did not acknowledge "
-                    f"{state.expected - state.done} of {len(records)} records for topic "
-                    f"{name!r} within {self.timeout:g} s",
+                    f"Kafka at {self.bus.config.bootstrap} did not acknowledge {left} of "
+                    f"{len(records)} records for topic {name!r} within {self.timeout:g} s",
                     hint="retry; some records may have been stored (consumers deduplicate)",
                 )
             if not state.failed:
@@ -355,10 +359,9 @@ class KafkaProducer(Producer):
     def _send(
         self, client: Any, name: str, records: Sequence[tuple[bytes | None, bytes]]
     ) -> _Delivery:
-        state = _Delivery(len(records))
+        state = _Delivery()
         report = state.report
         produce = client.produce
-        stalled_since: float | None = None
         for i, rec in enumerate(records):
             try:
                 key, value = rec
@@ -366,19 +369,19 @@ class KafkaProducer(Producer):
                 raise UsageError(
                     "bus records must be (key, value) pairs of bytes (key may be None)"
                 ) from None
+            stalled_since: float | None = None
             while True:
                 try:
                     produce(name, value, key, on_delivery=report)
                     break
                 except BufferError:
                     # the local queue is full: serve delivery reports to make room
-                    before = state.done
+                    queued = len(client)
                     client.poll(0.05)
                     now = time.monotonic()
-                    if state.done > before or stalled_since is None:
+                    if len(client) < queued or stalled_since is None:
                         stalled_since = now
                     elif now - stalled_since > self.queue_full_wait:
-                        state.expected = i  # only what was queued will report
                         raise OverloadedError(
                             f"the Kafka producer's local queue stayed full for "
                             f"{self.queue_full_wait:g} s ({i} of {len(records)} records queued)",
@@ -399,25 +402,13 @@ class KafkaProducer(Producer):
                             "(bus.client) and the topic's max.message.bytes",
                         ) from exc
                     raise _unavailable("produce failed", self.bus.config, exc) from exc
-        client.poll(0)
         return state
 
-    def _wait(self, client: Any, state: _Delivery, deadline: float) -> None:
-        while state.done < state.expected:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            client.poll(min(0.1, left))
-
     def _reset(self, client: Any) -> None:
-        """Replace a client that may be wedged; another thread may have done it already."""
-        with self._lock:
-            if self._producer is not client:
-                return
-            self._producer = self.bus._k.Producer(self._conf)
+        """Replace a client that may be wedged (e.g. a broker that forgot its producer id)."""
+        self._producer = self.bus._k.Producer(self._conf)
         log.info("Kafka producer client replaced after failed deliveries")
-        # the old client's remaining messages fail fast instead of lingering
-        try:
+        try:  # the old client's leftovers fail fast instead of lingering
             client.purge()
             client.flush(0)
         except Exception:  # best effort on a client being discarded
@@ -427,7 +418,8 @@ class KafkaProducer(Producer):
         if self._closed:
             return
         self._closed = True
-        self._producer.flush(self.timeout)
+        with self._turn:
+            self._producer.flush(self.timeout)
 
 
 class KafkaConsumer(Consumer):

@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -184,6 +185,7 @@ class LocalProducer(Producer):
         self._writers: dict[TopicPartition, PartitionWriter] = {}
         self._lock = threading.Lock()
         self._spread = itertools.count(random.randrange(1 << 16))
+        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
 
     def publish(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
@@ -220,8 +222,20 @@ class LocalProducer(Producer):
                     w.sync(w.append([b])[2])
             else:
                 written.append((w, w.append(batches)[2]))
-        for w, upto in written:
-            w.sync(upto)
+        if len(written) > 1:
+            # concurrent fdatasyncs share the filesystem's journal commits
+            list(self._syncer().map(lambda wu: wu[0].sync(wu[1]), written))
+        elif written:
+            written[0][0].sync(written[0][1])
+
+    def _syncer(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        min(8, self.bus.config.partitions), thread_name_prefix="bus-fsync"
+                    )
+        return self._pool
 
     def _writer(self, topic: str, partition: int) -> PartitionWriter:
         w = self._writers.get((topic, partition))
@@ -235,6 +249,9 @@ class LocalProducer(Producer):
     def close(self) -> None:
         self._closed = True
         with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
             for w in self._writers.values():
                 w.close()
             self._writers.clear()

@@ -135,31 +135,36 @@ def encode(
     count = 0
     pack = RECORD.pack
     limit = 0 if one_per_batch else MAX_BATCH_BYTES
+    append = parts.append
     for rec in records:
         try:
             key, value = rec
-            klen = -1 if key is None else len(key)
             vlen = len(value)
-        except (TypeError, ValueError):
+            if key is None:
+                append(pack(-1, vlen))
+                n = 8 + vlen
+            else:
+                klen = len(key)
+                append(pack(klen, vlen))
+                append(key)
+                n = 8 + klen + vlen
+        except (TypeError, ValueError, struct.error):
             raise UsageError(
                 f"bus records must be (key, value) pairs of bytes, got {type(rec).__name__}",
                 hint="publish a list of (key_bytes_or_None, value_bytes) tuples",
             ) from None
-        if max(klen, 0) + vlen > MAX_RECORD_BYTES:
+        if n - 8 > MAX_RECORD_BYTES:
             raise PayloadTooLargeError(
-                f"a bus record of {max(klen, 0) + vlen:,} bytes exceeds the limit of "
-                f"{MAX_RECORD_BYTES:,} bytes",
+                f"a bus record of {n - 8:,} bytes exceeds the limit of {MAX_RECORD_BYTES:,} bytes",
                 hint="store large payloads elsewhere and publish a reference",
             )
-        parts.append(pack(klen, vlen))
-        if key is not None:
-            parts.append(key)
-        parts.append(value)
-        size += 8 + max(klen, 0) + vlen
+        append(value)
+        size += n
         count += 1
         if size >= limit:
             batches.append(_finish(parts, count, size))
             parts, size, count = [], 0, 0
+            append = parts.append
     if count:
         batches.append(_finish(parts, count, size))
     return batches
