@@ -293,14 +293,18 @@ def _importance(X, y, Xv, yv, pre, alive, names, rows, cfg, seed, rng, drop, thr
         )
         it = booster.best_iteration or None
         gains[f] = booster.feature_importance("gain", iteration=it)
-        base = auc(yv, np.asarray(booster.predict(Xv, num_iteration=it, num_threads=threads))) or 0.5
+
+        def score(b: Any = booster, it: int | None = it) -> float:
+            return auc(yv, np.asarray(b.predict(Xv, num_iteration=it, num_threads=threads))) or 0.5
+
+        base = score()
         share_f = gains[f] / max(gains[f].sum(), 1e-12)
         for j in range(len(cols)):
             if share_f[j] < MIN_GAIN_SHARE:
                 continue  # (nearly) unused by the trees: permuting it cannot change much
             saved = Xv[:, j].copy()
             Xv[:, j] = saved[rng.permutation(len(saved))]
-            perms[f, j] = base - (auc(yv, np.asarray(booster.predict(Xv, num_iteration=it, num_threads=threads))) or 0.5)
+            perms[f, j] = base - score()
             Xv[:, j] = saved
     total = gains.sum(1, keepdims=True)
     share = np.divide(gains, total, out=np.zeros_like(gains), where=total > 0)
