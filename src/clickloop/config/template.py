@@ -84,15 +84,22 @@ features:
     aggregate:
       - {{op: count, windows: [1d, 7d]}}
 
+# Models: `clickloop train ctr` builds examples and labels from the lake, joins the
+# feature sets point-in-time, selects features, fits, calibrates and writes a report;
+# `clickloop models promote` moves the champion alias through the gates.
 models:
   ctr:
-    examples: "type = 'impression'"
+    examples: "type = 'impression'"          # which events are examples
     label: {{event: "type = 'click'", match: [user_id, props.item_id], within: 30m}}
-    features: [user_activity, user_clicks]
-    split: {{by: time, test: 20%, gap: 1h}}
-    sampling: {{negatives: 0.25}}
-    algorithm: {{type: lightgbm, params: {{num_leaves: 63}}}}
-    gates: {{metric: roc_auc, min_gain: 0.002}}
+    features: [user_activity, user_clicks, request.url]   # request.url: page__*, item__* fields
+    context: [props.position]                # request-time fields of the example itself
+    crosses:                                 # is the item's category among the user's top 5?
+      - {{feature: user_activity__top_k_category_7d, key: item__category}}
+    split: {{by: time, test: 20%, validation: 10%, gap: 1h}}
+    sampling: {{negatives: 0.25}}              # scores are prior-corrected back to the true rate
+    selection: {{max_features: 50, leakage_auc: 0.99}}
+    algorithm: {{type: lightgbm, params: {{num_leaves: 63}}}}   # or logistic, or module:Class
+    gates: {{metric: roc_auc, min_gain: 0.002, max_slice_regression: 0.01}}
 
 serving:
   port: 8080
