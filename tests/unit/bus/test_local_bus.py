@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -135,10 +136,36 @@ def test_segments_roll_and_old_ones_expire_with_retention(tmp_path):
     assert [int(m.value[:4]) for m in rest] == list(range(kept[0], 50))
 
 
+class LiveReader(threading.Thread):
+    """Consumes while producers write (and die): every record must be whole, offsets dense."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.consumer = LocalBus(path, LocalBusConfig(partitions=3)).consumer("live", ["events"])
+        self.stop = threading.Event()
+        self.next: dict[int, int] = defaultdict(int)
+        self.seen: list[tuple[str, int]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                for m in self.consumer.poll(max_messages=1000, timeout=0.05):
+                    assert m.offset == self.next[m.partition], "a gap or a repeat"
+                    self.next[m.partition] += 1
+                    self.seen.append(check(m.value))
+        except BaseException as exc:  # handed to the test thread
+            self.error = exc
+        finally:
+            self.consumer.close()
+
+
 @pytest.mark.slow
 def test_kill_9_of_a_producer_loses_no_acknowledged_record(tmp_path):
     rng = random.Random(7)
     acked_by_tag = {}
+    live = LiveReader(tmp_path / "bus")
+    live.start()
     for trial in range(4):
         tag = f"run{trial}"
         acks = tmp_path / f"{tag}.acks"
@@ -166,6 +193,47 @@ def test_kill_9_of_a_producer_loses_no_acknowledged_record(tmp_path):
             assert set(range(acked)) <= seen[t], f"{t}: acknowledged records are missing"
             assert max(seen[t]) < acked + 200, "at most the batch in flight is extra"
         assert sum(bus.end_offsets("events").values()) == len(got)
+    # the reader that ran through all of it saw the same records, each once, all intact
+    deadline = time.monotonic() + 30
+    while len(live.seen) < len(got) and live.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.stop.set()
+    live.join(10)
+    assert live.error is None, repr(live.error)
+    assert sorted(live.seen) == sorted(check(m.value) for m in got)
+
+
+def test_a_producer_killed_half_way_through_a_write_leaves_no_visible_torn_record(tmp_path, caplog):
+    bus_dir = tmp_path / "bus"
+    live = LiveReader(bus_dir)
+    live.start()
+    acks = tmp_path / "tear.acks"
+    proc = worker("tear", str(bus_dir), "torn", "600", str(acks))
+    assert proc.wait(60) == -signal.SIGKILL, stderr_of(proc)
+    assert acks.read_text().split()[-1] == "600"
+    time.sleep(0.3)  # the live reader sits in front of the torn bytes, serving nothing of them
+    assert live.error is None and sorted(i for _, i in live.seen) == list(range(600))
+    part_sizes = {p: (bus_dir / "events" / str(p)) for p in range(3)}
+    before = {p: sum(f.stat().st_size for f in d.glob("*.log")) for p, d in part_sizes.items()}
+    with caplog.at_level("WARNING", logger="clickloop.bus.log"):
+        bus = LocalBus(bus_dir, LocalBusConfig(partitions=3))
+    assert "truncating" in caplog.text, "reopening found and cut the torn tail"
+    after = {p: sum(f.stat().st_size for f in d.glob("*.log")) for p, d in part_sizes.items()}
+    assert any(after[p] < before[p] for p in before)
+    got = read_everything(bus)
+    assert sorted(check(m.value)[1] for m in got) == list(range(600))
+    assert_dense(got)
+    # the log goes on: new records get the next offsets and the live reader receives them
+    bus.producer().publish("events", [(b"key-%d" % i, payload("next", i)) for i in range(30)])
+    deadline = time.monotonic() + 10
+    while len(live.seen) < 630 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.stop.set()
+    live.join(10)
+    assert live.error is None, repr(live.error)
+    assert sorted(live.seen) == sorted(
+        [("torn", i) for i in range(600)] + [("next", i) for i in range(30)]
+    )
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 produce DIR TAG COUNT ACKS   publish COUNT records (COUNT=0: forever) in batches; after each
                              publish returns, append the number acknowledged so far to ACKS
+tear DIR TAG COUNT ACKS      publish COUNT records, then die by SIGKILL half-way through the
+                             write of the next batch (a torn tail made on purpose)
 consume DIR GROUP OUT        consume "events" forever; append each value to OUT, then commit
 """
 
@@ -47,6 +49,26 @@ def produce(path: str, tag: str, count: int, acks: str) -> None:
             out.flush()
 
 
+def tear(path: str, tag: str, count: int, acks: str) -> None:
+    import os
+    import signal
+
+    from clickloop.bus import log
+
+    produce(path, tag, count, acks)
+    real = os.pwritev
+
+    def half_then_die(fd: int, buffers: list[bytes], offset: int) -> int:
+        data = b"".join(buffers)
+        real(fd, [data[: len(data) // 2]], offset)
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+    log.os.pwritev = half_then_die  # type: ignore[attr-defined]
+    producer = LocalBus(path, config()).producer()
+    producer.publish("events", [(b"key-%d" % j, payload(tag, count + j)) for j in range(BATCH)])
+
+
 def consume(path: str, group: str, out_path: str) -> None:
     consumer = LocalBus(path, config()).consumer(group, ["events"])
     with open(out_path, "ab") as out:
@@ -70,6 +92,8 @@ if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "produce":
         produce(args[0], args[1], int(args[2]), args[3])
+    elif mode == "tear":
+        tear(args[0], args[1], int(args[2]), args[3])
     elif mode == "consume":
         consume(args[0], args[1], args[2])
     else:
