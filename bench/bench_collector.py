@@ -121,10 +121,8 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
                     if due >= end:
                         return
                 status = await _exchange(reader, writer, reqs[k % len(reqs)])
-                done = time.perf_counter()
-                if done <= end + 5:
-                    statuses[status] = statuses.get(status, 0) + 1
-                    latencies.append(done - due)
+                statuses[status] = statuses.get(status, 0) + 1
+                latencies.append(time.perf_counter() - due)
                 k += args.conns
                 sent += 1
         finally:
@@ -181,6 +179,7 @@ def _bare_main(argv: list[str]) -> None:
     from starlette.routing import Route
 
     async def accept(request: Any) -> Response:
+        await request.body()  # read, as any collector must; no parsing, validation or bus
         return Response(b'{"accepted":100,"rejected":0}', 202, media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/events", accept, methods=["POST"])])
@@ -227,15 +226,16 @@ def _loadgen(port: int, **kw: Any) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _bus_alone(path: Path, seconds: float) -> float:
-    """Events/s of publishing the same 100-event batches straight to the durable log."""
+def _bus_alone(path: Path, seconds: float, per: int) -> float:
+    """Events/s of publishing the same events straight to the durable log, ``per`` a call."""
     import orjson
 
     from clickloop.bus.local import LocalBus
 
-    batches = []
-    for body in _bodies(200, 100, 99):
-        batches.append([(e["user_id"].encode(), orjson.dumps(e)) for e in orjson.loads(body)])
+    messages = []
+    for body in _bodies(100, 100, 99):
+        messages += [(e["user_id"].encode(), orjson.dumps(e)) for e in orjson.loads(body)]
+    batches = [messages[i : i + per] for i in range(0, len(messages) - per + 1, per)]
     bus = LocalBus(path)
     producer = bus.producer()
     n = 0
@@ -246,7 +246,7 @@ def _bus_alone(path: Path, seconds: float) -> float:
     elapsed = time.perf_counter() - t0
     producer.close()
     bus.close()
-    return n * 100 / elapsed
+    return n * per / elapsed
 
 
 def run(ctx: Any) -> list[dict[str, Any]]:
@@ -271,11 +271,14 @@ def run(ctx: Any) -> list[dict[str, Any]]:
     for name, cmd in (("collector", cli), ("bare", bare)):
         proc, port = _start(cmd, env)
         try:
-            _loadgen(port, per=100, conns=8, duration=1.0, bodies=50)  # warm up
+            warm = _loadgen(port, per=100, conns=8, duration=1.0, bodies=50)
+            accepted += warm["events_ok"] if name == "collector" else 0
             for r in range(repeat):
                 out = _loadgen(port, per=100, conns=16, duration=duration, seed=r + 1)
                 thr[name].append(out["events_ok"] / out["elapsed"])
                 accepted += out["events_ok"] if name == "collector" else 0
+            if name == "collector":
+                per_publish = _events_per_publish(port)
             for r in range(repeat):
                 out = _loadgen(
                     port, per=1, conns=32, rate=1000, duration=duration, bodies=4000, seed=r + 10
@@ -286,7 +289,9 @@ def run(ctx: Any) -> list[dict[str, Any]]:
         finally:
             _stop(proc)
     on_bus = _count_on_bus(work)
-    bus_rate = [_bus_alone(ctx.scratch(f"bus-alone-{i}"), duration / 2) for i in range(repeat)]
+    bus_rate = [
+        _bus_alone(ctx.scratch(f"bus-alone-{i}"), duration / 2, per_publish) for i in range(repeat)
+    ]
 
     rate = statistics.median(thr["collector"])
     base = statistics.median(thr["bare"])
@@ -298,7 +303,7 @@ def run(ctx: Any) -> list[dict[str, Any]]:
             "fmt": "{:,.0f}",
             "runs": thr["collector"],
             "baseline": base,
-            "baseline_name": "bare 202 endpoint, same batches",
+            "baseline_name": "bare endpoint: reads the body, answers 202",
             "ratio": rate / base,
             "target": "≥ 20,000 events/s",
             "ok": rate >= 20_000 if not ctx.quick else None,
@@ -307,7 +312,8 @@ def run(ctx: Any) -> list[dict[str, Any]]:
     bus_median = statistics.median(bus_rate)
     results.append(
         {
-            "name": "… the same events published to the bus alone (100 per publish)",
+            "name": f"… the same events published to the bus alone ({per_publish:,} per publish, "
+            "the collector's mean group commit)",
             "median": bus_median,
             "unit": "events/s",
             "fmt": "{:,.0f}",
@@ -346,6 +352,20 @@ def run(ctx: Any) -> list[dict[str, Any]]:
         }
     )
     return results
+
+
+def _events_per_publish(port: int) -> int:
+    """The collector's mean events per durable publish so far (from its /metrics)."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    sums = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("clickloop_collector_publish_batch_events_")
+    }
+    count = sums.get("clickloop_collector_publish_batch_events_count", 0.0)
+    return max(1, round(sums.get("clickloop_collector_publish_batch_events_sum", 0.0) / count))
 
 
 def _count_on_bus(project_dir: Path) -> int:

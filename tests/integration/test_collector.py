@@ -55,19 +55,29 @@ class Drain:
         self.consumer: Consumer = bus.consumer(group, ["events"])
         self.seen = 0
 
-    def new(self, timeout: float = 10.0) -> list[dict[str, Any]]:
-        target = sum(self.bus.end_offsets("events").values())
+    def new(self, timeout: float = 10.0, expect: int | None = None) -> list[dict[str, Any]]:
+        """The new messages: up to the topic's end offsets, or ``expect`` of them and
+        then nothing more for a second (for brokers whose end offsets lag)."""
+        target = self.seen + expect if expect is not None else self._end()
         out: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while self.seen < target and time.monotonic() < deadline:
-            batch = self.consumer.poll(10_000, 0.2)
-            self.seen += len(batch)
-            for m in batch:
-                body = json.loads(m.value)
-                assert m.key == body["user_id"].encode()
-                out.append(body)
+            self._read(out, 0.2)
+        if expect is not None:
+            self._read(out, 1.0)
         assert self.seen == target, f"read {self.seen} of {target} messages"
         return out
+
+    def _end(self) -> int:
+        return sum(self.bus.end_offsets("events").values())
+
+    def _read(self, out: list[dict[str, Any]], timeout: float) -> None:
+        batch = self.consumer.poll(10_000, timeout)
+        self.seen += len(batch)
+        for m in batch:
+            body = json.loads(m.value)
+            assert m.key == body["user_id"].encode()
+            out.append(body)
 
     def close(self) -> None:
         self.consumer.close()
@@ -451,6 +461,25 @@ def test_stopping_finishes_in_flight_requests_first(tmp_path):
     assert [m["event_id"] for m in drain.new()] == ["e1"]
     drain.close()
     bus.close()
+
+
+def test_a_bus_that_never_confirms_is_answered_503_and_does_not_hold_shutdown(tmp_path):
+    project = make_project(tmp_path / "p")
+    bus = GatedBus(open_bus(project))
+    bus.gate.clear()
+    try:
+        c = BackgroundCollector(project, bus=bus, publish_timeout=1.0).start()
+        t0 = time.monotonic()
+        r = httpx.post(f"{c.url}/v1/events", json=event(1), headers=AUTH, timeout=30)
+        assert r.status_code == 503 and "did not confirm" in r.json()["message"]
+        assert r.headers["Retry-After"] == "1"
+        assert time.monotonic() - t0 < 10
+        t0 = time.monotonic()
+        c.stop()
+        assert time.monotonic() - t0 < 20
+    finally:
+        bus.gate.set()
+        bus.close()
 
 
 # -- health, readiness, metrics --------------------------------------------------------------

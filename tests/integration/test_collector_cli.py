@@ -149,7 +149,7 @@ def test_events_reach_kafka_once_acknowledged(tmp_path: Path, kafka_server: Any)
     bus = open_bus(Project.load(project.root, env={"T_TOKEN": TOKEN}))
     try:
         drain = Drain(bus, "kafka-check")
-        assert sorted(m["event_id"] for m in drain.new(timeout=60)) == ["e1", "e2"]
+        assert sorted(m["event_id"] for m in drain.new(timeout=60, expect=2)) == ["e1", "e2"]
         drain.close()
     finally:
         bus.close()

@@ -144,12 +144,22 @@ class Collector:
     """The collector of one source: an ASGI :attr:`app` and the pipeline behind it.
 
     ``bus`` overrides the project's bus (it is then not closed by the collector).
+    ``publish_timeout`` bounds how long a request waits for the bus to confirm
+    its events before it is answered 503.
 
     >>> app = Collector(Project.load("shop"), "web").app          # doctest: +SKIP
     """
 
-    def __init__(self, project: Project, source: str | None = None, *, bus: Bus | None = None):
+    def __init__(
+        self,
+        project: Project,
+        source: str | None = None,
+        *,
+        bus: Bus | None = None,
+        publish_timeout: float = 30.0,
+    ) -> None:
         self.project = project
+        self.publish_timeout = publish_timeout
         self.name, self.config = find_source(project, source)
         self.auth = CollectorAuth.from_config(self.config, self.name)
         self.validator = EventValidator(self.config, max_future=project.config.ingest.max_future)
@@ -189,6 +199,7 @@ class Collector:
             self.validator,
             producer,
             max_inflight=self.config.max_inflight,
+            timeout=self.publish_timeout,
             on_batch=self.metrics.published,
             on_error=self.metrics.publish_errors.inc,
             on_inflight=self.metrics.inflight.set,
@@ -549,8 +560,9 @@ class BackgroundCollector:
         host: str = "127.0.0.1",
         port: int = 0,
         bus: Bus | None = None,
+        publish_timeout: float = 30.0,
     ) -> None:
-        self.collector = Collector(project, source, bus=bus)
+        self.collector = Collector(project, source, bus=bus, publish_timeout=publish_timeout)
         self._sock = bind(host, port)
         self.url = _url(self._sock)
         self._ready = threading.Event()

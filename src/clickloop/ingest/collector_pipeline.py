@@ -176,16 +176,43 @@ class Pipeline:
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="collector-batches")
 
-    async def close(self) -> None:
-        """Finish every admitted request (their events are published), then stop the threads."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Finish every admitted request (their events are published), then stop the threads.
+
+        A bus that confirms nothing within ``timeout`` (default: the request
+        timeout plus 5 s, by when every waiting request has been answered 503)
+        is abandoned with an error in the log rather than holding the process.
+        """
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        if self._outstanding:
-            await asyncio.gather(*self._outstanding, return_exceptions=True)
-        self._validating.shutdown(wait=True)
-        self._publisher.shutdown(wait=True)
+        deadline = time.monotonic() + (self.timeout + 5 if timeout is None else timeout)
+        stuck = False
+        while True:
+            pending = {
+                f for f in (self._task, *self._outstanding) if f is not None and not f.done()
+            }
+            left = deadline - time.monotonic()
+            if not pending:
+                break
+            if left <= 0:
+                stuck = True
+                break
+            await asyncio.wait(pending, timeout=left)
+        if stuck:
+            log.error(
+                "the bus has not confirmed %d batch(es) within the shutdown timeout; stopping "
+                "anyway (their requests were answered 503 and clients retry)",
+                len(self._outstanding),
+            )
+            if self._task is not None:
+                self._task.cancel()
+            for job in self._queue:
+                if not job.future.done():
+                    job.future.set_exception(
+                        BackendUnavailableError("the collector stopped before the bus answered")
+                    )
+        self._validating.shutdown(wait=not stuck, cancel_futures=True)
+        self._publisher.shutdown(wait=not stuck, cancel_futures=True)
 
     # work --------------------------------------------------------------------------------
 
