@@ -8,10 +8,11 @@ Keys (``key_prefix`` defaults to ``cl:``; feature-set names cannot contain ``:``
     {prefix}m:{feature_set}            hash     sid, ttl_us, last_write_us, max_event_ts,
                                                 rows_applied, rows_stale
 
-Writes run a Lua script per chunk of :data:`KEYS_PER_CALL` keys, pipelined: for
-each key it reads the stored event time (``GETRANGE`` of the 14-byte header),
-keeps the newer row (ties: the new one) and sets it with ``PXAT`` = event time +
-TTL, so Redis expires keys by itself. Reading one entity across *k* feature sets
+Writes run a Lua script per chunk of :data:`KEYS_PER_CALL` keys: for each key it
+reads the stored event time (``GETRANGE`` of the 14-byte header), keeps the newer
+row (ties: the new one) and sets it with ``PXAT`` = event time + TTL, so Redis
+expires keys by itself. The commands are spelt in RESP by Arrow kernels (no
+Python object per row) and pipelined, :data:`CALLS_PER_ROUND_TRIP` per round trip. Reading one entity across *k* feature sets
 is one ``MGET``; many entities are ``MGET`` chunks in one pipeline (one round trip).
 
 Threads: redis-py's client and connection pool are thread-safe, so a store
