@@ -447,6 +447,7 @@ class KafkaConsumer(Consumer):
         self._c = bus._k.Consumer(conf)
         self._c.subscribe(self._names)
         self._warned: dict[int, float] = {}
+        self._logical: dict[str, str] = {}
         self._closed = False
 
     def poll(self, max_messages: int, timeout: float) -> list[Message]:
@@ -474,21 +475,23 @@ class KafkaConsumer(Consumer):
                 return out
 
     def _convert(self, raw: list[Any]) -> list[Message]:
-        out = []
-        logical = self.bus.logical
+        out: list[Message] = []
+        append = out.append
+        names = self._logical
+        new = tuple.__new__  # skips the named tuple's Python-level __new__: hot path
         for m in raw:
             err = m.error()
             if err is not None:
                 self._on_error(err, m)
                 continue
-            out.append(
-                Message(
-                    logical(m.topic()),
-                    m.partition(),
-                    m.offset(),
-                    m.key(),
-                    m.value() or b"",
-                    m.timestamp()[1],
+            topic = m.topic()
+            name = names.get(topic)
+            if name is None:
+                name = names[topic] = self.bus.logical(topic)
+            append(
+                new(
+                    Message,
+                    (name, m.partition(), m.offset(), m.key(), m.value() or b"", m.timestamp()[1]),
                 )
             )
         return out

@@ -221,6 +221,7 @@ def decode(
     ts = head.timestamp_ms
     p = 0
     data = bytes(body)
+    new = tuple.__new__  # skips the named tuple's Python-level __new__: hot path
     for i in range(head.count):
         klen, vlen = unpack(data, p)
         p += 8
@@ -232,7 +233,7 @@ def decode(
         value = data[p : p + vlen]
         p += vlen
         if i >= skip:
-            out.append(Message(topic, partition, base + i, key, value, ts))
+            out.append(new(Message, (topic, partition, base + i, key, value, ts)))
     if p != len(data):
         from clickloop.errors import DataError
 
