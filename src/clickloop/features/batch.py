@@ -40,7 +40,6 @@ from clickloop.features.source import (
     register_urls,
     rows_from_arrow,
     rows_sql,
-    url_fields,
 )
 
 if TYPE_CHECKING:
@@ -68,12 +67,7 @@ def _dt(us: int) -> datetime:
 def compile_sets(project: Project, feature_sets: Sequence[SetRef] | None,
                  knowledge: Knowledge | None) -> list[FeatureSet]:  # fmt: skip
     """Compile the named sets against the project's URL knowledge (when there is one)."""
-    return load_sets(
-        project,
-        feature_sets,
-        url_fields=url_fields(knowledge),
-        url_version=getattr(knowledge, "version", None),
-    )
+    return load_sets(project, feature_sets, knowledge=knowledge)
 
 
 def feature_names(project: Project, feature_sets: Sequence[SetRef]) -> list[str]:
@@ -118,15 +112,12 @@ class _Plan:
     def query(self, part: int) -> str:
         if self.staged is None:
             return rows_sql(self.fs, "_ev", since=self.since)
-        return (
-            f"SELECT * FROM {self.staged} WHERE hash(entity) % {self.parts} = {part} "
-            "ORDER BY entity, ts, event_id"
-        )
+        return f"SELECT * FROM {self.staged} WHERE hash(entity) % {self.parts} = {part}"
 
 
 def _plan(con: duckdb.DuckDBPyConnection, fs: FeatureSet, since: int | None,
           memory_rows: int) -> _Plan:  # fmt: skip
-    select = rows_sql(fs, "_ev", since=since, order=False)
+    select = rows_sql(fs, "_ev", since=since)
     n = int(con.sql(f"SELECT count(*) FROM ({select})").fetchall()[0][0])
     if n <= memory_rows:
         return _Plan(fs, 1, since)
@@ -386,29 +377,36 @@ def backfill(
                 rows, entities = rows_from_arrow(fs, con.sql(plan.query(p)).to_arrow_table())
                 if len(rows) == 0:
                     continue
+                # every (entity with history, snapshot) pair in one kernel call
                 idx = Index(rows.ent, rows.ts)
                 codes = np.arange(len(entities), dtype=np.int64)
-                for t_us, t in zip(stamps, times, strict=True):
+                qe_all, qt_all = [], []
+                for t_us in stamps.tolist():
                     qt = np.full(len(codes), t_us, np.int64)
                     before = idx.pos(codes, qt)
-                    lower = (
-                        idx.start(codes)
-                        if fs.max_window is None
-                        else idx.pos(codes, qt - fs.max_window)
-                    )
+                    if fs.max_window is None:
+                        lower = idx.start(codes)
+                    else:
+                        lower = idx.pos(codes, qt - fs.max_window)
                     active = codes[before > lower]
-                    if len(active) == 0:
+                    qe_all.append(active)
+                    qt_all.append(np.full(len(active), t_us, np.int64))
+                values = compute(fs, rows, np.concatenate(qe_all), np.concatenate(qt_all))
+                first = 0
+                for t, active in zip(times, qe_all, strict=True):
+                    n = len(active)
+                    if n == 0:
                         continue
-                    values = compute(fs, rows, active, np.full(len(active), t_us, np.int64))
                     table = pa.table({
                         "entity": entities.take(pa.array(active)),
-                        "_as_of": pa.array(np.full(len(active), t_us), pa.timestamp("us", "UTC")),
-                        **values,
+                        "_as_of": pa.array(np.full(n, _us(t)), pa.timestamp("us", "UTC")),
+                        **{k: v.slice(first, n) for k, v in values.items()},
                     })  # fmt: skip
+                    first += n
                     res.files.append(offline.write_snapshot(project, fs, t, table, part=p))
-                    res.rows += table.num_rows
+                    res.rows += n
                     if progress:
-                        progress(table.num_rows)
+                        progress(n)
             res.seconds = time.perf_counter() - t0
             log.info("backfilled %s: %d rows, %d snapshots", fs.name, res.rows, len(times))
             results.append(res)

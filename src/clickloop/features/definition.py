@@ -341,6 +341,13 @@ def _with_version(fs: FeatureSet, url_version: str | None) -> FeatureSet:
     return FeatureSet(**{**fs.__dict__, "version": digest})
 
 
+def _reads_urls(cfg: FeatureSetConfig) -> bool:
+    entity = [cfg.entity] if isinstance(cfg.entity, str) else cfg.entity
+    texts = [cfg.where or "", *cfg.derive.values(), *(a.column or "" for a in cfg.aggregate),
+             *entity]  # fmt: skip
+    return any(re.search(r"\burl\.", t) for t in texts)
+
+
 def define(name: str, **spec: Any) -> FeatureSet:
     """Build a feature set in Python, with the same keys as ``features.<name>`` in YAML.
 
@@ -363,12 +370,29 @@ def load_sets(
     project: Project,
     names: Sequence[str | FeatureSet] | None = None,
     *,
-    url_fields: Iterable[str] | None = None,
-    url_version: str | None = None,
+    knowledge: Any = None,
 ) -> list[FeatureSet]:
-    """Compile the project's feature sets (all, or those named; FeatureSet objects pass through)."""
+    """Compile the project's feature sets (all, or those named; FeatureSet objects pass through).
+
+    Sets reading ``url.X`` fields are checked against the URL knowledge, and its
+    version is part of theirs: it is loaded from the project unless given.
+
+    >>> [fs.version for fs in load_sets(project, ["user_activity"])]   # doctest: +SKIP
+    ['3f9c2a1d0b7e']
+    """
     configured = project.config.features
     wanted: Sequence[str | FeatureSet] = list(configured) if names is None else names
+    if knowledge is None and any(
+        isinstance(n, str) and n in configured and _reads_urls(configured[n]) for n in wanted
+    ):
+        from clickloop.urls import load_knowledge
+
+        knowledge = load_knowledge(project)
+    url_fields: list[str] | None = None
+    url_version: str | None = None
+    if knowledge is not None:
+        url_fields = list(knowledge.extract(pa.array([], pa.string())).column_names)
+        url_version = getattr(knowledge, "version", None)
     out: list[FeatureSet] = []
     for item in wanted:
         if isinstance(item, FeatureSet):

@@ -74,23 +74,50 @@ class Rows:
 
 
 class Index:
-    """Sorted (entity, time) pairs answering "how many rows of entity e before time t"."""
+    """Sorted (entity, time) pairs answering "how many rows of entity e before time t".
+
+    Each pair becomes one int64 key, ordered like the pair: ``(e + 1) * span + (t - lo)``
+    when the time span allows (the usual case), else with times replaced by their
+    rank among the distinct times. Entity -1 (unknown) has no rows.
+    """
 
     def __init__(self, ent: np.ndarray, t: np.ndarray, *, sort: bool = False) -> None:
         if sort:
             order = np.lexsort((t, ent))
             ent, t = ent[order], t[order]
-        self.u = np.unique(t)
-        self.r = np.int64(len(self.u) + 1)
-        self.keys = ent * self.r + np.searchsorted(self.u, t)
+        n_ent = int(ent.max()) + 2 if len(ent) else 1
+        self.lo = int(t.min()) - 1 if len(t) else 0
+        self.hi = int(t.max()) + 1 if len(t) else 1
+        span = self.hi - self.lo + 1
+        self.u: np.ndarray | None = None
+        if span * (n_ent + 1) < 2**62:
+            self.span = np.int64(span)
+            self.keys = (ent + 1) * self.span + (t - self.lo)
+        else:  # a very long time range: compress times to ranks
+            self.u = np.unique(t)
+            self.span = np.int64(len(self.u) + 1)
+            self.keys = (ent + 1) * self.span + np.searchsorted(self.u, t)
+
+    def subset(self, sel: np.ndarray) -> Index:
+        """The index of a subset of the rows (same key space)."""
+        out = Index.__new__(Index)
+        out.lo, out.hi, out.u, out.span = self.lo, self.hi, self.u, self.span
+        out.keys = self.keys[sel]
+        return out
+
+    def _key(self, qe: np.ndarray, qt: np.ndarray, side: str) -> tuple[np.ndarray, str]:
+        if self.u is None:
+            return (qe + 1) * self.span + (np.clip(qt, self.lo, self.hi) - self.lo), side
+        rank = np.searchsorted(self.u, qt, side=side)  # type: ignore[call-overload]
+        return (qe + 1) * self.span + rank, "left"
 
     def pos(self, qe: np.ndarray, qt: np.ndarray, *, inclusive: bool = False) -> np.ndarray:
         """Global position of the first row of ``qe`` with time ≥ ``qt`` (> with inclusive)."""
-        rank = np.searchsorted(self.u, qt, side="right" if inclusive else "left")
-        return np.searchsorted(self.keys, qe * self.r + rank, side="left")
+        key, side = self._key(qe, qt, "right" if inclusive else "left")
+        return np.searchsorted(self.keys, key, side=side)  # type: ignore[call-overload]
 
     def start(self, qe: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.keys, qe * self.r, side="left")
+        return np.searchsorted(self.keys, (qe + 1) * self.span, side="left")
 
 
 def floor_to(t: np.ndarray, hop: int) -> np.ndarray:
@@ -105,13 +132,16 @@ def compute(fs: FeatureSet, rows: Rows, qe: np.ndarray, qt: np.ndarray) -> dict[
     """
     qe = np.asarray(qe, np.int64)
     qt = np.asarray(qt, np.int64)
-    known = qe >= 0
-    qe = np.where(known, qe, -1)
+    qe = np.where(qe >= 0, qe, -1)
+    # sorted queries make every binary search walk the keys forward (cache-friendly)
+    order = np.lexsort((qt, qe))
+    qe, qt = qe[order], qt[order]
+    back = pa.array(np.argsort(order))
     all_idx = Index(rows.ent, rows.ts)
-    cache: dict[Any, Any] = {}
+    cache: dict[Any, Any] = {"index": all_idx}
     out: dict[str, pa.Array] = {}
     for f in fs.features:
-        out[f.name] = _feature(f, rows, all_idx, qe, qt, cache)
+        out[f.name] = _feature(f, rows, all_idx, qe, qt, cache).take(back)
     return out
 
 
@@ -129,9 +159,7 @@ def _subset(rows: Rows, all_idx: Index, column: str | None, cache: dict[Any, Any
                 cache[key] = (np.arange(len(rows)), all_idx, col.values)
             else:
                 sel = np.nonzero(valid)[0]
-                idx = Index.__new__(Index)
-                idx.u, idx.r, idx.keys = all_idx.u, all_idx.r, all_idx.keys[sel]
-                cache[key] = (sel, idx, col.values[sel])
+                cache[key] = (sel, all_idx.subset(sel), col.values[sel])
     result: tuple[np.ndarray, Index, np.ndarray | None] = cache[key]
     return result
 
@@ -178,7 +206,7 @@ def _feature(f: Feature, rows: Rows, all_idx: Index, qe: np.ndarray, qt: np.ndar
     if op == "distinct_count":
         codes = _codes(rows.cols[f.input or ""], sel, cache, f.input)
         ent, ts = rows.ent[sel], rows.ts[sel]
-        return pa.array(_distinct(ent, ts, codes, f, qe, qt), pa.int64())
+        return pa.array(_distinct(ent, ts, codes, f, qe, qt, idx), pa.int64())
     if op == "approx_distinct_count":
         return pa.array(_approx(f, rows, sel, qe, qt, cache), pa.int64())
     if op in ("top_k", "histogram"):
@@ -294,8 +322,15 @@ def _expiry(f: Feature, ts: np.ndarray) -> np.ndarray:
     return floor_to(ts, f.hop) + f.hop + f.window
 
 
-def _distinct(ent: np.ndarray, ts: np.ndarray, codes: np.ndarray, f: Feature,
-              qe: np.ndarray, qt: np.ndarray) -> np.ndarray:  # fmt: skip
+def _distinct(
+    ent: np.ndarray,
+    ts: np.ndarray,
+    codes: np.ndarray,
+    f: Feature,
+    qe: np.ndarray,
+    qt: np.ndarray,
+    index: Index | None = None,
+) -> np.ndarray:
     """Distinct values in the window: rows before ``qt`` minus rows superseded or expired.
 
     A row stops counting when its value recurs (the later row takes over) or when
@@ -309,7 +344,7 @@ def _distinct(ent: np.ndarray, ts: np.ndarray, codes: np.ndarray, f: Feature,
     same = (se[1:] == se[:-1]) & (sc[1:] == sc[:-1])
     nxt[:-1] = np.where(same, st[1:] + 1, INF)
     end = np.minimum(nxt, _expiry(f, st))
-    seen = Index(ent, ts)
+    seen = Index(ent, ts) if index is None else index
     before = seen.pos(qe, qt) - seen.start(qe)
     gone = Index(se, end, sort=True)
     dropped = gone.pos(qe, qt, inclusive=True) - gone.start(qe)

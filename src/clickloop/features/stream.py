@@ -61,27 +61,27 @@ class Deduper:
 
     def seen(self, event_ids: Sequence[str], ts: np.ndarray, now: int) -> np.ndarray:
         """Mark duplicates (also within the batch) and remember the rest."""
-        out = np.zeros(len(event_ids), bool)
         h = xxhash.xxh64_intdigest
+        keys = np.fromiter((h(e.encode()) for e in event_ids), np.uint64, len(event_ids))
+        out = np.ones(len(keys), bool)
+        _, first = np.unique(keys, return_index=True)
+        out[first] = False  # a repeat inside the batch is a duplicate
+        days = ts // DAY
         buckets = self.buckets
-        day = (ts // DAY).tolist()
-        for i, eid in enumerate(event_ids):
-            key = h(eid.encode())
-            d = day[i]
-            found = False
-            for b in (d, d - 1, d + 1):  # a duplicate's time may differ a little
+        for d in np.unique(days).tolist():
+            at = np.nonzero(days == d)[0]
+            batch = keys[at].tolist()
+            found: set[int] = set()
+            for b in (d - 1, d, d + 1):  # a duplicate's time may differ a little
                 s = buckets.get(b)
-                if s is not None and key in s:
-                    found = True
-                    break
+                if s:
+                    found |= s.intersection(batch)
             if found:
-                out[i] = True
-                continue
-            s = buckets.get(d)
-            if s is None:
-                s = buckets[d] = set()
-            s.add(key)
-            self.changed.add(d)
+                out[at[np.isin(keys[at], np.fromiter(found, np.uint64, len(found)))]] = True
+            fresh = keys[at[~out[at]]].tolist()
+            if fresh:
+                buckets.setdefault(d, set()).update(fresh)
+                self.changed.add(d)
         oldest = (now - self.horizon) // DAY - 1
         for b in [b for b in buckets if b < oldest]:
             del buckets[b]

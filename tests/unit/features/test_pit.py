@@ -151,3 +151,42 @@ def test_heavy_entities_cost_log_time_not_their_volume() -> None:
     got = compute(fs, rows, np.zeros(q, np.int64), qt)
     counts = got["h__count_7d"].to_numpy()
     assert counts.max() <= n and (np.diff(counts[qt < BASE + 7 * 86_400_000_000]) >= 0).all()
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(-3, 3)), max_size=40),
+    st.lists(st.tuples(st.integers(-1, 6), st.integers(-5, 5)), min_size=1, max_size=20),
+    st.sampled_from([1, 10**12]),  # a small or a vast time scale (ranked keys)
+)
+def test_index_counts_rows_before_a_time(pairs, queries, scale) -> None:
+    from clickloop.features.pit import Index
+
+    pairs.sort()
+    ent = np.array([p[0] * (10**6 if scale > 1 else 1) for p in pairs], np.int64)
+    t = np.array([p[1] * scale for p in pairs], np.int64)
+    idx = Index(ent, t)
+    for e, q in queries:
+        e *= 10**6 if scale > 1 else 1
+        qe, qt = np.array([e], np.int64), np.array([q * scale], np.int64)
+        mine = [(a, b) for a, b in zip(ent.tolist(), t.tolist(), strict=True) if a == e]
+        before = int(idx.pos(qe, qt)[0] - idx.start(qe)[0]) if e >= 0 else 0
+        upto = int(idx.pos(qe, qt, inclusive=True)[0] - idx.start(qe)[0]) if e >= 0 else 0
+        assert before == sum(1 for _, b in mine if b < q * scale)
+        assert upto == sum(1 for _, b in mine if b <= q * scale)
+
+
+def test_rows_at_the_same_microsecond_are_ordered_by_event_id() -> None:
+    from clickloop.features.source import rows_from_arrow
+
+    fs = define("t", entity="user_id", aggregate=[
+        {"op": "first", "column": "props.v"}, {"op": "last", "column": "props.v"}])  # fmt: skip
+    table = pa.table({
+        "entity": ["u", "u", "u", "w", "u"],
+        "ts": [BASE, BASE, BASE, BASE, BASE - 1],
+        "event_id": ["b", "c", "a", "z", "y"],
+        "c0": ["B", "C", "A", "Z", "Y"],
+    })  # fmt: skip
+    rows, ents = rows_from_arrow(fs, table)
+    got = compute(fs, rows, entity_codes(ents, pa.array(["u", "w"])), np.array([BASE + 1] * 2))
+    assert got["t__first_props_v"].to_pylist() == ["Y", "Z"]
+    assert got["t__last_props_v"].to_pylist() == ["C", "Z"]

@@ -45,7 +45,7 @@ def test_values_match_a_naive_scan_of_the_lake(project: Project) -> None:
     knowledge = load_knowledge(project)
     events = lake_events(project)
     urls = knowledge.extract(events.column("url"))
-    for fs in load_sets(project, sets, url_fields=knowledge.fields):
+    for fs in load_sets(project, sets, knowledge=knowledge):
         rows = rows_of(fs, prepare(fs, events, urls))
         key = "session_id" if fs.entity == ("session_id",) else "user_id"
         queries = list(
@@ -194,3 +194,30 @@ def test_unknown_url_field_is_a_config_error(tmp_path, sim_lake, sim_small) -> N
     ex = pa.table({"user_id": ["u1"], "ts": pa.array([datetime(2026, 11, 2, tzinfo=UTC)], TS)})
     with pytest.raises(ConfigError, match=r"unknown column 'url\.colour'"):
         training_set(p, ex, ["s"])
+
+
+def test_backfill_snapshots_equal_point_in_time_values(project: Project) -> None:
+    from clickloop.features import backfill
+    from clickloop.features.offline import read_snapshot, snapshot_files
+
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC)
+    res = backfill(project, ["user_activity", "user_clicks"], start=start, end=end,
+                   every=timedelta(hours=12), memory_rows=2000)  # fmt: skip
+    assert [len(r.snapshots) for r in res] == [6, 6]
+    fs = load_sets(project, ["user_activity"])[0]
+    assert len(snapshot_files(project, fs)) == 6
+    day2 = datetime(2026, 11, 2, 12, tzinfo=UTC)
+    snap = read_snapshot(project, fs, day2).sort_by("entity")
+    assert snap.num_rows > 50
+    assert set(pc.unique(snap.column("_as_of")).to_pylist()) == {day2}
+    ex = pa.table({"user_id": snap.column("entity"),
+                   "ts": pa.array([day2] * snap.num_rows, TS)})  # fmt: skip
+    want = training_set(project, ex, ["user_activity"])
+    for name in fs.names:
+        if name.endswith("since_last"):
+            assert same(snap.column(name).to_pylist(), want.column(name).to_pylist())
+        else:
+            assert snap.column(name).to_pylist() == want.column(name).to_pylist(), name
+    # re-running a range replaces its snapshots instead of adding to them
+    backfill(project, ["user_activity"], start=start, end=end, every=timedelta(hours=12))
+    assert read_snapshot(project, fs, day2).num_rows == snap.num_rows
