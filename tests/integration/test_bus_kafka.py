@@ -128,3 +128,21 @@ def test_security_settings_reach_the_client_and_secrets_stay_out_of_repr():
     assert conf["sasl.oauthbearer.client.secret"] == "xyz"
     assert conf["ssl.ca.location"] == "/etc/ca.pem"
     assert "s3cr3t-pw" not in repr(cfg) and "xyz" not in repr(cfg)
+
+
+def test_open_bus_reads_the_kafka_section_of_the_project(tmp_path, kafka_server):
+    from clickloop.bus import open_bus
+    from clickloop.project import Project
+
+    prefix = f"p{uuid.uuid4().hex[:6]}."
+    (tmp_path / "clickloop.yaml").write_text(
+        "bus: {type: kafka, bootstrap: '${KB}', topic_prefix: '${KP}', partitions: 3,\n"
+        "      session_timeout: 6s}\n"
+    )
+    bus = open_bus(Project.load(tmp_path, env={"KB": kafka_server.bootstrap, "KP": prefix}))
+    assert isinstance(bus, KafkaBus)
+    bus.producer().publish("exposures", [(b"u1", b"{}")])
+    assert bus.partitions("exposures") == 3
+    assert bus.topic_name("exposures") == prefix + "exposures"
+    assert sum(bus.end_offsets("exposures").values()) == 1
+    bus.close()

@@ -101,6 +101,34 @@ def test_partition_of_a_key_is_stable_and_spread():
     assert len(counts) == 12 and min(counts.values()) > 800
 
 
+def test_one_producer_shared_by_many_threads(tmp_path):
+    bus = LocalBus(tmp_path, LocalBusConfig(partitions=3))
+    producer = bus.producer()
+
+    def work(t: int) -> None:
+        for i in range(100):
+            producer.publish("events", [(b"user-%d" % (i % 7), b"%d:%d" % (t, i)), (None, b"x")])
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = read_everything(bus)
+    assert len(got) == 1600
+    assert_dense(got)
+    for t in range(8):
+        mine = [int(m.value.split(b":")[1]) for m in got if m.value.startswith(b"%d:" % t)]
+        assert sorted(mine) == list(range(100))
+        for k in range(7):
+            seq = [
+                int(m.value.split(b":")[1])
+                for m in got
+                if m.key == b"user-%d" % k and m.value.startswith(b"%d:" % t)
+            ]
+            assert seq == sorted(seq), "one thread's records for a key stay in order"
+
+
 @pytest.mark.parametrize("fsync", ["always", "batch", "never"])
 def test_every_fsync_policy_keeps_what_was_published(tmp_path, fsync):
     bus = LocalBus(tmp_path, LocalBusConfig(partitions=2, fsync=fsync))

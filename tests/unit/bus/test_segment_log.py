@@ -252,3 +252,22 @@ def test_concurrent_threads_share_one_writer(tmp_path):
         mine = [m.value for m in got if m.key == b"t%d" % n]
         assert mine == [b"%d-%d" % (n, i) for i in range(200)]
     w.close()
+
+
+def test_a_reader_inside_a_segment_deleted_by_retention_finishes_it_and_moves_on(tmp_path):
+    w = writer(tmp_path, segment_bytes=1000, retention_ms=200)
+    for i in range(6):
+        w.append(encode([(None, b"%02d" % i + b"-" * 400)]))
+    r = PartitionReader(tmp_path, "t", 0, 0)
+    assert [m.offset for m in r.read(1)] == [0]
+    time.sleep(0.3)
+    w.append(encode([(None, b"99" + b"-" * 400)]))  # rolls and deletes the expired segments
+    assert list_segments(tmp_path)[0] > 0
+    rest = []
+    while got := r.read(100):
+        rest += got
+    offsets = [m.offset for m in rest]
+    assert offsets == sorted(set(offsets)) and offsets[-1] == 6, "nothing twice, up to the end"
+    assert offsets[0] == 1, "the open segment is still read to its end"
+    r.close()
+    w.close()
