@@ -46,9 +46,9 @@ from clickloop.bus._fs import check_name, fsync_dir
 from clickloop.bus.base import Bus, Consumer, Message, Producer, TopicPartition
 from clickloop.bus.groups import GroupMember, read_offsets
 from clickloop.bus.log import PartitionReader, PartitionWriter, read_head
-from clickloop.bus.segment import encode
+from clickloop.bus.segment import Batch, encode
 from clickloop.config.infra import LocalBusConfig
-from clickloop.errors import DataError, UsageError
+from clickloop.errors import BackendUnavailableError, DataError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +66,17 @@ class LocalBus(Bus):
     def __init__(self, path: str | os.PathLike[str], config: LocalBusConfig | None = None) -> None:
         self.path = Path(path)
         self.config = config or LocalBusConfig()
-        self.path.mkdir(parents=True, exist_ok=True)
         self._partitions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._closed = False
-        self.recover()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.recover()
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"cannot open the local bus at {self.path}: {exc}",
+                hint="check that the directory is writable (bus.path, or the project's home)",
+            ) from exc
 
     # -- topics ------------------------------------------------------------------------
 
@@ -213,9 +219,20 @@ class LocalProducer(Producer):
                 hint="publish a list of (key_bytes_or_None, value_bytes) tuples",
             ) from None
         always = self.bus.config.fsync == "always"
+        # encode (and so validate) everything before writing anything
+        encoded = {p: encode(recs, one_per_batch=always) for p, recs in parts.items()}
+        try:
+            self._append(topic, encoded, always)
+        except OSError as exc:
+            raise BackendUnavailableError(
+                f"the local bus at {self.bus.path} could not store records of {topic!r}: {exc}",
+                hint="free disk space or fix the directory's permissions, then publish again "
+                "(records written before the failure are kept; consumers deduplicate)",
+            ) from exc
+
+    def _append(self, topic: str, encoded: dict[int, list[Batch]], always: bool) -> None:
         written = []
-        for p, recs in parts.items():
-            batches = encode(recs, one_per_batch=always)
+        for p, batches in encoded.items():
             w = self._writer(topic, p)
             if always:
                 for b in batches:

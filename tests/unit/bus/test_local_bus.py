@@ -20,7 +20,7 @@ from clickloop.bus import open_bus
 from clickloop.bus.local import LocalBus, partition_for
 from clickloop.bus.segment import list_segments
 from clickloop.config.infra import LocalBusConfig
-from clickloop.errors import UsageError
+from clickloop.errors import BackendUnavailableError, UsageError
 from clickloop.project import Project
 from tests.unit.bus.workers import check, payload
 
@@ -127,6 +127,38 @@ def test_one_producer_shared_by_many_threads(tmp_path):
                 if m.key == b"user-%d" % k and m.value.startswith(b"%d:" % t)
             ]
             assert seq == sorted(seq), "one thread's records for a key stay in order"
+
+
+def test_a_bus_path_that_cannot_be_a_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "bus").write_text("not a directory")
+    with pytest.raises(BackendUnavailableError, match="cannot open the local bus"):
+        LocalBus(tmp_path / "bus")
+
+
+def test_a_failed_write_is_reported_and_the_log_stays_consistent(tmp_path, monkeypatch):
+    import errno
+
+    from clickloop.bus import log as log_module
+
+    bus = LocalBus(tmp_path, LocalBusConfig(partitions=1))
+    producer = bus.producer()
+    producer.publish("events", [(b"k", b"before")])
+    real = os.pwritev
+
+    def disk_full(fd, buffers, offset):
+        data = b"".join(buffers)
+        real(fd, [data[: len(data) // 3]], offset)  # part of it lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(log_module.os, "pwritev", disk_full)
+    with pytest.raises(BackendUnavailableError, match="could not store") as info:
+        producer.publish("events", [(b"k", b"lost-%d" % i) for i in range(50)])
+    assert "disk space" in (info.value.hint or "")
+    monkeypatch.setattr(log_module.os, "pwritev", real)
+    producer.publish("events", [(b"k", b"after")])
+    got = read_everything(bus)
+    assert [m.value for m in got] == [b"before", b"after"]
+    assert_dense(got)
 
 
 @pytest.mark.parametrize("fsync", ["always", "batch", "never"])
