@@ -369,6 +369,31 @@ def test_an_empty_token_refuses_to_start(tmp_path):
         BackgroundCollector(Project.load(root, env={}))
 
 
+def test_browsers_on_allowed_origins_may_post_with_a_token(tmp_path):
+    project = make_project(tmp_path / "p", ", cors_origins: ['https://shop.example.com']")
+    with BackgroundCollector(project) as c:
+        preflight = {
+            "Origin": "https://shop.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        }
+        r = httpx.options(f"{c.url}/v1/events", headers=preflight)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://shop.example.com"
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        r = httpx.options(
+            f"{c.url}/v1/events", headers={**preflight, "Origin": "https://evil.example"}
+        )
+        assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+        r = httpx.post(
+            f"{c.url}/v1/events",
+            json=event(1),
+            headers={**AUTH, "Origin": "https://shop.example.com"},
+        )
+        assert r.status_code == 202
+        assert r.headers["access-control-allow-origin"] == "https://shop.example.com"
+
+
 # -- the pixel -------------------------------------------------------------------------------
 
 

@@ -168,6 +168,11 @@ class CollectorSourceConfig(Mapping):
     pixel_public: bool = Field(False, description="let the pixel endpoint skip authentication")
     max_body: ByteSize = Field(1024**2, description="largest request body accepted (413 beyond)")
     max_inflight: int = Field(64, ge=1, description="concurrent publishes before 503")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins allowed to call the collector (CORS), e.g. "
+        "https://shop.example.com; '*' for any; none by default",
+    )
 
 
 SourceConfig = Annotated[FilesSourceConfig | CollectorSourceConfig, Field(discriminator="type")]

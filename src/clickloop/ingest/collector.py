@@ -178,7 +178,10 @@ class Collector:
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics_endpoint, methods=["GET"]),
             ],
-            middleware=[Middleware(ObserveRequests, metrics=self.metrics)],
+            middleware=[
+                Middleware(ObserveRequests, metrics=self.metrics),
+                *self._cors(),
+            ],
             exception_handlers={
                 ClickloopError: error_response,
                 HTTPException: error_response,
@@ -187,6 +190,23 @@ class Collector:
             },
             lifespan=self._lifespan,
         )
+
+    def _cors(self) -> list[Middleware]:
+        """Browsers on ``cors_origins`` may POST (with a token) and read the answers."""
+        if not self.config.cors_origins:
+            return []
+        from starlette.middleware.cors import CORSMiddleware
+
+        return [
+            Middleware(
+                CORSMiddleware,
+                allow_origins=self.config.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "content-encoding"],
+                expose_headers=["retry-after", "x-clickloop-error", "x-clickloop-reason"],
+                max_age=86400,
+            )
+        ]
 
     # lifecycle ---------------------------------------------------------------------------
 
