@@ -293,5 +293,5 @@ def _quality(ctx: Context, events_n: int) -> list[dict]:
 
 def run(ctx: Context) -> list[dict]:
     results = _speed(ctx, 200_000 if ctx.quick else 1_000_000)
-    results += _quality(ctx, 200_000 if ctx.quick else 1_000_000)
+    results += _quality(ctx, 200_000 if ctx.quick else 600_000)
     return results
