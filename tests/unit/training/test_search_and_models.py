@@ -67,3 +67,19 @@ def test_artifacts_are_verified_and_inputs_checked(tmp_path: Path):
     (tmp_path / "m" / "preprocess.json").write_text("{}")
     with pytest.raises(DataError, match="corrupt"):
         ScoringModel.load(tmp_path / "m")
+
+
+def test_kfold_scores_every_development_row_out_of_fold_and_keeps_the_test_slice():
+    cfg = ModelConfig.model_validate(
+        {
+            **CFG,
+            "split": {"by": "kfold", "folds": 3, "test": 0.2, "gap": "10m"},
+            "algorithm": {"params": {"num_threads": 1}},
+        }
+    )
+    data = Dataset(synthetic(20_000), ["signal", "segment"])
+    learned = learn(data, cfg, name="t")
+    assert len(learned.split.folds) == 3
+    assert len(learned.valid_scores) == len(learned.split.train)  # out-of-fold, all dev rows
+    assert learned.valid_metrics["roc_auc"] > 0.7 and learned.metrics["roc_auc"] > 0.7
+    assert set(learned.split.test).isdisjoint(learned.split.train)
