@@ -14,13 +14,8 @@ from hypothesis import strategies as st
 
 from clickloop.errors import InvalidInputError
 from clickloop.events import Mapping
-from clickloop.ingest.collector_records import (
-    EventValidator,
-    UnsupportedMediaTypeError,
-    parse_body,
-    parse_query,
-    to_messages,
-)
+from clickloop.ingest.collector_body import UnsupportedMediaTypeError, parse_body, parse_query
+from clickloop.ingest.collector_records import EventValidator, to_messages
 
 NOW_S = 1_793_491_200  # 2026-11-01T00:00:00Z
 ARRIVAL_US = NOW_S * 1_000_000 + 5_000_000
