@@ -17,6 +17,9 @@ sorted into *literals* (a constant of the template: ``items``, ``search``) and o
   more than ``max_category_values`` of them; rare values join the variable when
   there is one.
 
+Then, bottom-up, templates that differ only by one literal that is not a word
+(``…/winvn.gif`` and ``…/bluemarb.gif``) become one template with a variable there.
+
 Each variable then gets a kind (:func:`~clickloop.urls.shapes.infer_kind`) and a name
 from its context (``/items/:item_category/:item_id``, ``/news/page/:page``); query
 parameters present on enough of a template's URLs become fields too (tracking
@@ -30,6 +33,7 @@ parameters never do). Templates seen too rarely are left out.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +56,7 @@ from clickloop.urls.shapes import (
     shape,
     unique_names,
 )
-from clickloop.urls.templates import Template, build_path_pattern, shape_of
+from clickloop.urls.templates import Template, build_path_pattern
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ MIN_STRONG_ROWS: Final = 3  # distinct paths behind a value before its signature
 MIN_STRONG_WEIGHT: Final = 10  # … or this many URLs
 SMALL_SET: Final = 16  # word lists up to this size are compared value by value
 QUERY_SHARE_GAP: Final = 0.5  # a parameter on ≥ this much more of one value's URLs: a route
-_PARAM_NAME: Final = __import__("re").compile(r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,63}$")
+_PARAM_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]{0,63}$")
 
 
 @dataclass
@@ -79,6 +83,11 @@ class UrlCounts:
     """Distinct URLs and how often each was seen, accumulated batch by batch.
 
     Memory is bounded by the number of distinct URLs, not by the number of rows.
+
+    >>> counts = UrlCounts(limit=1_000_000)
+    >>> for batch in batches:                     # doctest: +SKIP
+    ...     counts.add(batch)
+    >>> kb = learn(counts)                         # doctest: +SKIP
     """
 
     def __init__(self, limit: int | None = None) -> None:
@@ -609,4 +618,4 @@ def _drop_declared(host: KbHost, name: str, declared: Sequence[Template]) -> Non
     host.templates = keep
 
 
-__all__ = ["HostLearner", "LearnOptions", "UrlCounts", "learn", "shape_of"]
+__all__ = ["HostLearner", "LearnOptions", "UrlCounts", "learn"]

@@ -23,6 +23,7 @@ text       anything else
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Final, Literal
@@ -59,6 +60,7 @@ MONTHS: Final = frozenset(
 RESERVED: Final = frozenset({"host", "domain", "template", "path", "url", "scheme"})
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def shape(value: str) -> Shape:
     """The shape of one (decoded) value: ``num``, ``id``, ``file``, ``slug``, ``word``, ``text``."""
     if not value:
