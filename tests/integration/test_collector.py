@@ -226,6 +226,18 @@ def test_atomic_requests_publish_all_or_nothing(served):
     assert r.status_code == 202 and len(drain.new()) == 2
 
 
+def test_a_flood_of_bad_records_lists_the_first_thousand_and_counts_them_all(served):
+    c, drain = served
+    body = [{"event_id": f"e{i}"} for i in range(1500)] + [event(1)]
+    r = httpx.post(f"{c.url}/v1/events", json=body, headers=AUTH)
+    assert r.status_code == 400
+    d = r.json()["details"]
+    assert (d["accepted"], d["rejected"], d["truncated"]) == (1, 1500, True)
+    assert d["reasons"] == {"missing_ts": 1500}
+    assert [e["index"] for e in d["errors"]] == list(range(1000))
+    assert len(drain.new()) == 1
+
+
 def test_ndjson_errors_name_the_line(served):
     c, drain = served
     nd = json.dumps(event(1)) + "\n\n{not json\n" + json.dumps(event(2, ts=True)) + "\n"
@@ -285,6 +297,23 @@ def test_a_streamed_body_over_max_body_is_refused_while_it_streams(served):
             chunk = b" " * 8192
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:80]
+
+
+def test_a_body_that_trickles_in_too_slowly_is_408_and_frees_its_slot(tmp_path):
+    project = make_project(tmp_path / "p", ", max_inflight: 1")
+    with BackgroundCollector(project, body_timeout=0.5) as c:
+        host, port = c.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                + f"Authorization: Bearer {TOKEN}\r\n\r\n".encode()
+                + b'[{"event_id":'
+            )
+            reply = s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:80]
+        assert b"request_timeout" in reply
+        r = httpx.post(f"{c.url}/v1/events", json=event(1), headers=AUTH)
+        assert r.status_code == 202  # the one slot is free again
 
 
 def test_gzip_bodies_are_read_and_their_inflated_size_is_limited(served):

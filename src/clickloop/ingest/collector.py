@@ -179,8 +179,11 @@ class BackgroundCollector:
         port: int = 0,
         bus: Bus | None = None,
         publish_timeout: float = 30.0,
+        body_timeout: float = BODY_TIMEOUT_S,
     ) -> None:
-        self.collector = Collector(project, source, bus=bus, publish_timeout=publish_timeout)
+        self.collector = Collector(
+            project, source, bus=bus, publish_timeout=publish_timeout, body_timeout=body_timeout
+        )
         self._sock = bind(host, port)
         self.url = _url(self._sock)
         self._ready = threading.Event()

@@ -113,7 +113,8 @@ class Collector:
 
     ``bus`` overrides the project's bus (it is then not closed by the collector).
     ``publish_timeout`` bounds how long a request waits for the bus to confirm
-    its events before it is answered 503.
+    its events before it is answered 503; ``body_timeout`` how long a body may
+    take to arrive (408 after, so slow clients cannot hold admission slots).
 
     >>> app = Collector(Project.load("shop"), "web").app          # doctest: +SKIP
     """
@@ -125,9 +126,11 @@ class Collector:
         *,
         bus: Bus | None = None,
         publish_timeout: float = 30.0,
+        body_timeout: float = BODY_TIMEOUT_S,
     ) -> None:
         self.project = project
         self.publish_timeout = publish_timeout
+        self.body_timeout = body_timeout
         self.name, self.config = find_source(project, source)
         self.auth = CollectorAuth.from_config(self.config, self.name)
         self.validator = EventValidator(self.config, max_future=project.config.ingest.max_future)
@@ -349,7 +352,7 @@ class Collector:
         chunks: list[bytes] = []
         received = size = 0
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
+            async with asyncio.timeout(self.body_timeout):
                 async for chunk in request.stream():
                     received += len(chunk)
                     if received > limit:
@@ -362,7 +365,7 @@ class Collector:
                     chunks.append(chunk)
         except TimeoutError:
             raise RequestTimeoutError(
-                f"the request body did not arrive within {BODY_TIMEOUT_S:g} s"
+                f"the request body did not arrive within {self.body_timeout:g} s"
             ) from None
         except zlib.error as exc:
             raise InvalidInputError(f"the gzip body is corrupt: {exc}") from None
