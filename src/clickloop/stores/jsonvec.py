@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -39,13 +40,50 @@ def _join(*parts: pa.Array | str) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
+def _enclose(arr: pa.Array, left: str, right: str) -> pa.Array:
+    """``left + value + right`` for every value of a string array (nulls stay null).
+
+    Built on the buffers with numpy: a kernel call per element costs ~100 ns here,
+    this costs a few ns (it runs for every string and list feature value).
+    """
+    arr = arr.cast(pa.string())
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    data = arr.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    body = raw[offsets[0] : offsets[-1]]
+    new = (offsets - offsets[0]).astype(np.int64) + 2 * np.arange(n + 1, dtype=np.int64)
+    if new[-1] >= 2**31:
+        return _join(left, arr, right)  # beyond 32-bit offsets: let Arrow handle it
+    out = np.empty(int(new[-1]), dtype=np.uint8)
+    fill = np.ones(len(out), dtype=bool)
+    fill[new[:-1]] = False
+    fill[new[1:] - 1] = False
+    out[new[:-1]] = ord(left)
+    out[new[1:] - 1] = ord(right)
+    out[fill] = body
+    enclosed = pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(new.astype(np.int32)), pa.py_buffer(out)]
+    )
+    if arr.null_count:
+        enclosed = pc.if_else(arr.is_valid(), enclosed, pa.scalar(None, pa.string()))
+    return enclosed
+
+
 def _string(arr: pa.Array) -> pa.Array:
-    s = pc.replace_substring(arr, "\\", "\\\\")
-    s = pc.replace_substring(s, '"', '\\"')
-    if pc.any(pc.match_substring_regex(arr, "[\\x00-\\x1f]")).as_py():
+    # Most feature strings need no escaping: look at the raw UTF-8 bytes once (numpy,
+    # a few ms per million values) and run only the replacements that are needed.
+    data = arr.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    s = arr
+    if (raw == 0x5C).any():  # backslash first: the escapes below add backslashes
+        s = pc.replace_substring(s, "\\", "\\\\")
+    if (raw == 0x22).any():
+        s = pc.replace_substring(s, '"', '\\"')
+    if (raw < 0x20).any():
         for ch, esc in _CONTROL.items():
             s = pc.replace_substring(s, ch, esc)
-    return _join('"', s, '"')
+    return _enclose(s, '"', '"')
 
 
 def _float(arr: pa.Array) -> pa.Array:
@@ -66,7 +104,7 @@ def _children(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
 def _wrap(texts: pa.Array, offsets: pa.Array, valid_of: pa.Array, opening: str, closing: str
           ) -> pa.Array:  # fmt: skip
     lists = pa.ListArray.from_arrays(offsets.cast(pa.int32()), texts, mask=valid_of.is_null())
-    return _join(opening, pc.binary_join(lists, ","), closing)
+    return _enclose(pc.binary_join(lists, ","), opening, closing)
 
 
 def _text(arr: pa.Array) -> pa.Array | None:

@@ -12,8 +12,9 @@ Writes run a Lua script per chunk of :data:`KEYS_PER_CALL` keys: for each key it
 reads the stored event time (``GETRANGE`` of the 14-byte header), keeps the newer
 row (ties: the new one) and sets it with ``PXAT`` = event time + TTL, so Redis
 expires keys by itself. The commands are spelt in RESP by Arrow kernels (no
-Python object per row) and pipelined, :data:`CALLS_PER_ROUND_TRIP` per round trip. Reading one entity across *k* feature sets
-is one ``MGET``; many entities are ``MGET`` chunks in one pipeline (one round trip).
+Python object per row) and pipelined, :data:`CALLS_PER_ROUND_TRIP` per round trip.
+Reading one entity across *k* feature sets is one ``MGET``; many entities are
+``MGET`` chunks in one pipeline (one round trip).
 
 Threads: redis-py's client and connection pool are thread-safe, so a store
 object can be shared. Redis Cluster is not supported (the write script touches
