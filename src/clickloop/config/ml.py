@@ -211,9 +211,9 @@ class SamplingConfig(Section):
     def _one_way(self) -> SamplingConfig:
         if self.negatives is not None and self.class_weight is not None:
             raise ValueError("use either negatives (downsampling) or class_weight, not both")
-        if isinstance(self.class_weight, dict):
-            if set(self.class_weight) != {0, 1} or min(self.class_weight.values()) <= 0:
-                raise ValueError("class_weight needs positive weights for classes 0 and 1")
+        cw = self.class_weight
+        if isinstance(cw, dict) and (set(cw) != {0, 1} or min(cw.values()) <= 0):
+            raise ValueError("class_weight needs positive weights for classes 0 and 1")
         return self
 
 
