@@ -43,6 +43,7 @@ its own events are durable.
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import socket
 import threading
@@ -146,7 +147,16 @@ def serve(
     collector = Collector(project, source, bus=bus)
     sock = bind(host or collector.config.host, collector.config.port if port is None else port)
     url = _url(sock)
-    server = _server(collector, access_log, (lambda: on_ready(url)) if on_ready else None)
+
+    def ready() -> None:
+        # Everything loaded so far (modules, config, the app) lives as long as the process:
+        # moved out of the collector's sight, full collections stop costing ~70 ms pauses.
+        gc.collect()
+        gc.freeze()
+        if on_ready is not None:
+            on_ready(url)
+
+    server = _server(collector, access_log, ready)
     try:
         server.run(sockets=[sock])
     finally:
