@@ -363,3 +363,17 @@ def test_messages_are_byte_for_byte_what_orjson_spells(batch):
     assert to_messages(out.events) == want  # a few rows: orjson
     k = 64 // max(1, len(want)) + 1  # many rows: Arrow string kernels
     assert to_messages(pa.concat_tables([out.events] * k)) == want * k
+
+
+@given(st.lists(records, min_size=1, max_size=20))
+def test_the_stream_ingester_reads_back_exactly_the_events_the_collector_accepted(batch):
+    from clickloop.ingest.process import process_messages
+
+    out = EventValidator(Mapping()).validate(batch, [ARRIVAL_US] * len(batch))
+    messages = [value for _, value in to_messages(out.events)]
+    assume(messages)
+    back = process_messages(messages, Mapping(), source="web", origins=["bus"] * len(messages))
+    assert back.rejects.num_rows == 0
+    assert [canonical(r) for r in back.events.to_pylist()] == [
+        canonical(r) for r in out.events.to_pylist()
+    ]
