@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "clickloop-lake"
 
 
+WATCH_EVERY = 10.0  # seconds of silence before checking a partition's offsets
+WATCH_MAX = 300.0
+
+
 def message_hash(value: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(value)
 
@@ -123,6 +127,13 @@ class StreamIngester:
         self._held: dict[TopicPartition, list[Message]] = defaultdict(list)
         self._verified: dict[TopicPartition, int] = {}  # bus offsets to commit (skipped ranges)
         self._lag_at = 0.0
+        self._seen: dict[TopicPartition, float] = {}  # when each partition last delivered
+        self._watch_at = time.monotonic()
+        self._watch_every = WATCH_EVERY
+        self._assigned_at: float | None = None
+        session = getattr(getattr(bus, "config", None), "session_timeout", None)
+        seconds = session.total_seconds() if isinstance(session, timedelta) else 10.0
+        self._rejoin_after = max(30.0, 3 * seconds)
         self._crash = CrashHook()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -188,6 +199,15 @@ class StreamIngester:
         consumer = self._open()
         batch = self._poll(consumer, stop)
         self._update_lag()
+        now = time.monotonic()
+        for m in batch:
+            self._seen[(m.topic, m.partition)] = now
+        if batch:
+            self._watch_every = WATCH_EVERY
+            self._assigned_at = now  # messages come only from assigned partitions
+        elif now - self._watch_at >= self._watch_every:
+            self._watch_at = now
+            self._watchdog(consumer, now)
         if not batch:
             self._commit_bus(consumer, {})
             return 0
@@ -326,6 +346,50 @@ class StreamIngester:
                 if not todo:
                     return
         log.warning("could not commit bus offsets %s; they will be redelivered and skipped", todo)
+
+    def _watchdog(self, consumer: Consumer, now: float) -> None:
+        """Rejoin the group if an idle partition's bus offset is behind the lake's checkpoint.
+
+        That happens when the bus lost the group's offsets or its log (a broker on
+        memory storage restarted): a client may then wait at its old position in a
+        log that restarted from zero, receiving nothing. Rejoining resumes from the
+        bus's committed offset, and the checkpoint logic sorts out what is new.
+        """
+        assert self._writer is not None
+        try:
+            if not consumer.assignment():
+                self._unassigned(now)
+                return
+            self._assigned_at = now
+            committed = consumer.committed()
+        except BackendUnavailableError:
+            return
+        checkpoints = self._writer.log.state.checkpoints
+        behind = []
+        for tp, offset in committed.items():
+            cp = checkpoints.get(self._key(tp))
+            stale = now - self._seen.get(tp, 0.0) >= self._watch_every
+            if cp and offset < int(cp["next"]) and stale and tp not in self._held:
+                behind.append(f"{tp[0]}/{tp[1]} at {offset} < {cp['next']}")
+        if behind:
+            log.warning(
+                "bus offsets behind the lake and nothing arriving (%s): the bus may have lost "
+                "its log or offsets; rejoining the group", ", ".join(behind),
+            )  # fmt: skip
+            self._reset_consumer()
+            self._watch_every = min(self._watch_every * 2, WATCH_MAX)
+
+    def _unassigned(self, now: float) -> None:
+        """A member that had partitions and has none for long rejoins (once): a client can
+        stay out of a group whose coordinator forgot it (a broker restarted)."""
+        if self._assigned_at is None or now - self._assigned_at < self._rejoin_after:
+            return
+        log.warning(
+            "this ingester lost its partitions %.0fs ago and has not got any back; "
+            "rejoining the group", now - self._assigned_at,
+        )  # fmt: skip
+        self._assigned_at = None
+        self._reset_consumer()
 
     def _update_lag(self) -> None:
         now = time.monotonic()
