@@ -239,8 +239,9 @@ def test_replaying_a_materialisation_changes_nothing(store):
 
 
 def test_ttl_counts_from_event_time_and_expired_rows_read_as_absent(store):
-    old = NOW - timedelta(hours=2)
-    store.write("fs", rows(["stale", "fresh"], [old, NOW], n=[1, 2]), ttl=timedelta(hours=1))
+    now = datetime.now(UTC)  # TTLs run on the wall clock: not the import time
+    old = now - timedelta(hours=2)
+    store.write("fs", rows(["stale", "fresh"], [old, now], n=[1, 2]), ttl=timedelta(hours=1))
     assert store.read("stale", ["fs"]) == {}
     assert store.read("fresh", ["fs"]) == {"n": 2}
     assert store.read_many(["stale", "fresh"], ["fs"]) == [{}, {"n": 2}]
@@ -250,23 +251,29 @@ def test_ttl_counts_from_event_time_and_expired_rows_read_as_absent(store):
 
 def test_rows_expire_while_the_store_runs(store):
     now = datetime.now(UTC)
-    store.write("fs", rows(["u"], now, n=[1]), ttl=timedelta(milliseconds=600))
+    store.write("fs", rows(["u"], now, n=[1]), ttl=timedelta(seconds=2))
     assert store.read("u", ["fs"]) == {"n": 1}
-    time.sleep(0.9)
+    deadline = time.monotonic() + 15
+    while store.read("u", ["fs"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gone = datetime.now(UTC)
     assert store.read("u", ["fs"]) == {}
+    assert gone >= now + timedelta(seconds=1.99)  # not a moment before event time + TTL
     assert store.count("fs") == 0
 
 
 def test_an_expired_row_no_longer_blocks_older_rows(store):
-    store.write("fs", rows(["u"], NOW - timedelta(hours=1), n=[1]), ttl=timedelta(minutes=30))
+    now = datetime.now(UTC)  # TTLs run on the wall clock: not the import time
+    store.write("fs", rows(["u"], now - timedelta(hours=1), n=[1]), ttl=timedelta(minutes=30))
     assert store.read("u", ["fs"]) == {}
-    assert store.write("fs", rows(["u"], NOW - timedelta(hours=3), n=[2])) == 1
+    assert store.write("fs", rows(["u"], now - timedelta(hours=3), n=[2])) == 1
     assert store.read("u", ["fs"]) == {"n": 2}
 
 
 def test_a_newer_expired_row_hides_an_older_live_one(store):
-    store.write("fs", rows(["u"], NOW - timedelta(hours=3), n=[1]))
-    store.write("fs", rows(["u"], NOW - timedelta(hours=2), n=[2]), ttl=timedelta(hours=1))
+    now = datetime.now(UTC)  # TTLs run on the wall clock: not the import time
+    store.write("fs", rows(["u"], now - timedelta(hours=3), n=[1]))
+    store.write("fs", rows(["u"], now - timedelta(hours=2), n=[2]), ttl=timedelta(hours=1))
     assert store.read("u", ["fs"]) == {}  # the latest value is stale: never fall back to older
 
 
@@ -299,6 +306,18 @@ def test_feature_names_clashing_across_sets_are_refused_not_overwritten(store):
         store.read("u", ["a", "b"])
     with pytest.raises(UsageError, match="views"):
         store.read_many(["u"], ["a", "b"])
+
+
+def test_reads_refuse_a_bare_string_and_bad_names_and_ignore_repeated_sets(store):
+    store.write("fs", rows(["u"], n=[1]))
+    with pytest.raises(UsageError, match="not the string 'fs'"):
+        store.read("u", "fs")
+    with pytest.raises(UsageError, match="not the string 'u'"):
+        store.read_many("u", ["fs"])
+    with pytest.raises(UsageError, match="invalid feature set name 'fs:u'"):
+        store.read("x", ["fs:u"])  # would alias another key in Redis
+    assert store.read("u", ("fs", "fs")) == {"n": 1}
+    assert store.read_many(["u"], ["fs", "fs"]) == [{"n": 1}]
 
 
 def test_read_many_keeps_input_order_duplicates_and_missing_entities(store):
