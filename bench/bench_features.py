@@ -314,7 +314,8 @@ def _stream(proj: Path, live_seconds: float, rate: int) -> dict[str, Any]:
     sim = proj.parent / "sim"
     n = 0
     for f in sorted((sim / "events").glob("*.jsonl")):
-        ev = Mapping().validate_table(pj.read_json(f)).events
+        # arrival order (the simulator writes each day's sessions interleaved)
+        ev = Mapping().validate_table(pj.read_json(f)).events.sort_by("received_at")
         msgs = to_messages(ev)
         n += len(msgs)
         for i in range(0, len(msgs), 20_000):
@@ -376,11 +377,12 @@ def _live_publisher(project: Any, rate: int, stop: threading.Event) -> Any:
                 "event_id": [f"live-{i + k}" for k in range(n)],
                 "ts": pa.array([now] * n, pa.timestamp("us", "UTC")),
                 "received_at": pa.array([now] * n, pa.timestamp("us", "UTC")),
-                "type": rng.choice(["page_view", "impression", "click"], n, p=[0.3, 0.6, 0.1]),
+                "type": rng.choice(["page_view", "impression", "click"], n,
+                                   p=[0.3, 0.6, 0.1]).tolist(),
                 "user_id": [f"u{u:07d}" for u in users],
-                "session_id": [None] * n,
+                "session_id": pa.nulls(n, pa.string()),
                 "url": [f"https://shop.example.com/items/{1 + u % 8}/{u % 4000}" for u in users],
-                "referrer": [None] * n,
+                "referrer": pa.nulls(n, pa.string()),
                 "props": pa.array([[("position", "2")]] * n,
                                   pa.map_(pa.string(), pa.string())),
             })  # fmt: skip

@@ -27,7 +27,7 @@ def lenient(features: dict) -> dict:
 
 
 def publish(project: Project, sim: Path, *, limit: int | None = None) -> int:
-    events = read_events(sim)  # validated, duplicates kept, in file (arrival) order
+    events = read_events(sim).sort_by("received_at")  # arrival order; duplicates kept
     if limit is not None:
         events = events.slice(0, limit)
     bus = open_bus(project)

@@ -99,6 +99,9 @@ def backfill_cmd(
     memory_rows: Annotated[
         int, typer.Option(help="Rows per partition in memory (larger data is split).")
     ] = 4_000_000,
+    memory_limit: Annotated[
+        str | None, typer.Option(help="DuckDB memory cap, e.g. 2GB (it spills beyond).")
+    ] = None,
 ) -> None:
     """Compute feature snapshots at every interval boundary into the offline store.
 
@@ -118,7 +121,8 @@ def backfill_cmd(
         raise UsageError(f"--every {every!r}: {exc}") from None
     with progress(st, "backfill", None, unit="rows") as advance:
         results = backfill(project, sets, start=t0, end=t1, every=step,
-                           memory_rows=memory_rows, progress=advance)  # fmt: skip
+                           memory_rows=memory_rows, memory_limit=memory_limit,
+                           progress=advance)  # fmt: skip
     data = {"results": [r.to_dict() for r in results]}
 
     def human() -> None:

@@ -40,6 +40,7 @@ from clickloop.features.source import (
     register_urls,
     rows_from_arrow,
     rows_sql,
+    stage_events,
 )
 
 if TYPE_CHECKING:
@@ -81,12 +82,12 @@ def feature_names(project: Project, feature_sets: Sequence[SetRef]) -> list[str]
 
 @contextmanager
 def _engine(
-    project: Project, start: int | None, end: int | None
+    project: Project, start: int | None, end: int | None, memory_limit: str | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     tmp_root = project.state_path("tmp")
     tmp_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="features-", dir=tmp_root) as tmp:
-        con = connect(tmp)
+        con = connect(tmp, memory_limit=memory_limit)
         try:
             rel = events_relation(
                 project,
@@ -109,33 +110,39 @@ class _Plan:
     since: int | None
     staged: str | None = None
 
+    source: str = "_ev"
+
     def query(self, part: int) -> str:
         if self.staged is None:
-            return rows_sql(self.fs, "_ev", since=self.since)
+            return rows_sql(self.fs, self.source, since=self.since,
+                            staged=self.source != "_ev")  # fmt: skip
         return f"SELECT * FROM {self.staged} WHERE hash(entity) % {self.parts} = {part}"
 
 
 def _plan(con: duckdb.DuckDBPyConnection, fs: FeatureSet, since: int | None,
-          memory_rows: int) -> _Plan:  # fmt: skip
-    select = rows_sql(fs, "_ev", since=since)
+          memory_rows: int, source: str = "_ev") -> _Plan:  # fmt: skip
+    select = rows_sql(fs, source, since=since, staged=source != "_ev")
     n = int(con.sql(f"SELECT count(*) FROM ({select})").fetchall()[0][0])
     if n <= memory_rows:
-        return _Plan(fs, 1, since)
+        return _Plan(fs, 1, since, source=source)
     parts = math.ceil(n / memory_rows)
     staged = f"_rows_{fs.name}"
     # Stage the filtered rows once (DuckDB spills them to its temp directory when they
     # exceed memory) instead of rescanning the lake for every part.
     con.sql(f"CREATE OR REPLACE TEMP TABLE {staged} AS {select}")
     log.info("feature set %s: %d rows in %d partitions", fs.name, n, parts)
-    return _Plan(fs, parts, since, staged)
+    return _Plan(fs, parts, since, staged, source=source)
 
 
 def _partitions(con: duckdb.DuckDBPyConnection, keys: pa.Array, parts: int) -> np.ndarray:
     """The partition of each key, by DuckDB's hash (the same the row queries use)."""
     if parts == 1:
         return np.zeros(len(keys), np.int64)
-    con.register("_keys", pa.table({"k": keys}))
-    got = con.sql(f"SELECT coalesce(hash(k) % {parts}, 0) AS p FROM _keys").to_arrow_table()
+    con.register("_keys", pa.table({"k": keys, "i": pa.array(np.arange(len(keys)))}))
+    # ORDER BY: the connection does not preserve insertion order (faster scans)
+    got = con.sql(
+        f"SELECT coalesce(hash(k) % {parts}, 0) AS p FROM _keys ORDER BY i"
+    ).to_arrow_table()
     con.unregister("_keys")
     return np.asarray(got.column("p").to_numpy(), np.int64)
 
@@ -231,6 +238,7 @@ def training_set(
     ts: str = "ts",
     knowledge: Knowledge | None = None,
     memory_rows: int = MEMORY_ROWS,
+    memory_limit: str | None = None,
 ) -> pa.Table:
     """Point-in-time correct features for every row of ``examples``.
 
@@ -241,6 +249,9 @@ def training_set(
     time is kept with those same empty values.
 
     ``entity`` names the examples' key column (one for all sets, or per set name).
+    Memory: at most ``memory_rows`` rows of one set are in the kernel at a time
+    (more are split by entity hash); ``memory_limit`` caps DuckDB (e.g. ``"2GB"``;
+    beyond it, it spills to ``<home>/tmp``).
 
     >>> ex = pa.table({"user_id": ["u1", "u2"], "ts": pa.array([t1, t2], pa.timestamp("us"))})
     >>> training_set(project, ex, ["user_activity"]).column_names     # doctest: +SKIP
@@ -265,12 +276,13 @@ def training_set(
     since = {fs.name: None if fs.max_window is None else t_min - fs.max_window for fs in sets}
     start = None if any(v is None for v in since.values()) else min(v or 0 for v in since.values())
     t0 = time.perf_counter()
-    with _engine(project, start, t_max) as con:
-        register_urls(con, sets, "_ev", knowledge)
+    with _engine(project, start, t_max, memory_limit) as con:
+        source = stage_events(con, sets, "_ev") if len(sets) > 1 else "_ev"
+        register_urls(con, sets, source, knowledge, staged=source != "_ev")
         for fs in sets:
             keys = _keys(examples, _key_column(fs, examples, entity))
             ok_fs = ok & np.asarray(keys.is_valid().to_numpy(zero_copy_only=False), bool)
-            plan = _plan(con, fs, since[fs.name], memory_rows)
+            plan = _plan(con, fs, since[fs.name], memory_rows, source)
             values = _run(con, plan, keys, qt, ok_fs)
             for f in fs.features:
                 out = out.append_column(f.name, values[f.name])
@@ -340,6 +352,7 @@ def backfill(
     every: timedelta = timedelta(days=1),
     knowledge: Knowledge | None = None,
     memory_rows: int = MEMORY_ROWS,
+    memory_limit: str | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[BackfillResult]:
     """Compute snapshots at every ``every`` boundary in ``(start, end]`` into the offline store.
@@ -364,15 +377,16 @@ def backfill(
              for fs in sets}  # fmt: skip
     lo = None if any(v is None for v in since.values()) else min(v or 0 for v in since.values())
     results = []
-    with _engine(project, lo, int(stamps[-1])) as con:
-        register_urls(con, sets, "_ev", knowledge)
+    with _engine(project, lo, int(stamps[-1]), memory_limit) as con:
+        source = stage_events(con, sets, "_ev") if len(sets) > 1 else "_ev"
+        register_urls(con, sets, source, knowledge, staged=source != "_ev")
         for fs in sets:
             t0 = time.perf_counter()
             res = BackfillResult(fs.name, fs.version, list(times))
             offline.write_definition(project, fs)
             for t in times:
                 offline.clear_snapshot(project, fs, t)
-            plan = _plan(con, fs, since[fs.name], memory_rows)
+            plan = _plan(con, fs, since[fs.name], memory_rows, source)
             for p in range(plan.parts):
                 rows, entities = rows_from_arrow(fs, con.sql(plan.query(p)).to_arrow_table())
                 if len(rows) == 0:

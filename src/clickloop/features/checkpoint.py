@@ -94,6 +94,7 @@ class Checkpoint:
                 st.entities[entity] = pickle.loads(blob)
             if fs.name in stats.get("sets", {}):
                 stream.stats.sets[fs.name] = SetStats(**stats["sets"][fs.name])
+        stream.part_max = {int(k): int(v) for k, v in (self._meta("part_max") or {}).items()}
         max_ts = self._meta("max_ts")
         if max_ts is not None:
             stream.max_ts = int(max_ts)
@@ -141,6 +142,7 @@ class Checkpoint:
                 [(t, p, n) for (t, p), n in offsets.items()],
             )
             self._put("max_ts", stream.max_ts)
+            self._put("part_max", {str(k): v for k, v in stream.part_max.items()})
             self._put("versions", {fs.name: fs.version for fs in stream.sets})
             self._put("stats", stream.stats.to_dict())
             con.execute("COMMIT")

@@ -162,11 +162,12 @@ class StreamRunner:
         self.report.messages += len(messages)
         if not fresh:
             return 0
-        events, _, invalid = decode([msg.value for msg in fresh], max_future=self.max_future)
+        events, index, invalid = decode([msg.value for msg in fresh], max_future=self.max_future)
         self.report.invalid += invalid
         m.STREAM_EVENTS.labels("invalid").inc(invalid)
         before = (self.stream.stats.events, self.stream.stats.duplicates)
-        self.stream.apply(events)
+        parts = np.fromiter((msg.partition for msg in fresh), np.int64, len(fresh))
+        self.stream.apply(events, parts[index])
         m.STREAM_EVENTS.labels("duplicate").inc(self.stream.stats.duplicates - before[1])
         m.STREAM_EVENTS.labels("new").inc(
             (self.stream.stats.events - before[0]) - (self.stream.stats.duplicates - before[1])

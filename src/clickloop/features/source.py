@@ -76,19 +76,58 @@ def events_relation(
 # -- SQL for a feature set's rows ---------------------------------------------------------
 
 
-def column_sql(fs: FeatureSet, ref: str) -> str:
-    """DuckDB SQL for a column reference inside a set's row query (``ev``: events, ``u``: URLs)."""
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def column_sql(fs: FeatureSet, ref: str, staged: bool = False) -> str:
+    """DuckDB SQL for a column reference inside a set's row query (``ev``: events, ``u``: URLs).
+
+    ``staged``: the events come from :func:`stage_events`, where each property read
+    by some set is a column of its own (named ``props.<key>``).
+    """
     if ref in fs.derive:
-        return "(" + to_sql(fs.derive[ref], lambda r: column_sql(fs, r)) + ")"
+        return "(" + to_sql(fs.derive[ref], _resolver(fs, staged)) + ")"
     if ref.startswith("props."):
-        return f"ev.props[{sql_string(ref[6:])}]"
+        return f"ev.{_quote(ref)}" if staged else f"ev.props[{sql_string(ref[6:])}]"
     if ref.startswith("url."):
-        return 'u."' + ref[4:].replace('"', '""') + '"'
-    return 'ev."' + ref.replace('"', '""') + '"'
+        return "u." + _quote(ref[4:])
+    return "ev." + _quote(ref)
 
 
-def _resolver(fs: FeatureSet) -> Callable[[str], str]:
-    return lambda ref: column_sql(fs, ref)
+def _resolver(fs: FeatureSet, staged: bool) -> Callable[[str], str]:
+    return lambda ref: column_sql(fs, ref, staged)
+
+
+def base_columns(fs: FeatureSet) -> set[str]:
+    """Every event column a set reads: canonical names, ``props.X`` and ``url.X``."""
+    refs: set[str] = {"ts", "event_id"}
+    nodes = [fs.where, *fs.inputs.values()] if fs.where is not None else [*fs.inputs.values()]
+    for node in nodes:
+        refs |= _expanded_columns(fs, node)
+    for ref in fs.entity:
+        refs |= _expanded_columns(fs, fs.column_node(ref))
+    return refs
+
+
+def stage_events(con: duckdb.DuckDBPyConnection, sets: Sequence[FeatureSet], source: str) -> str:
+    """Copy the event columns the sets read into one temporary table (one scan of the lake).
+
+    Returns its name. Properties become plain columns, so no set reads the props map.
+    """
+    refs: set[str] = set()
+    for fs in sets:
+        refs |= base_columns(fs)
+    if any(needs_urls(fs) for fs in sets):
+        refs.add("url")
+    cols = []
+    for ref in sorted(r for r in refs if not r.startswith("url.")):
+        if ref.startswith("props."):
+            cols.append(f"props[{sql_string(ref[6:])}] AS {_quote(ref)}")
+        else:
+            cols.append(_quote(ref))
+    con.sql(f"CREATE OR REPLACE TEMP TABLE _evs AS SELECT {', '.join(cols)} FROM {source}")
+    return "_evs"
 
 
 def _expanded_columns(fs: FeatureSet, node: Node) -> set[str]:
@@ -113,8 +152,8 @@ def url_prefilter(fs: FeatureSet) -> Node | None:
     return conjoin(keep)
 
 
-def entity_sql(fs: FeatureSet) -> str:
-    parts = [f"CAST({column_sql(fs, ref)} AS VARCHAR)" for ref in fs.entity]
+def entity_sql(fs: FeatureSet, staged: bool = False) -> str:
+    parts = [f"CAST({column_sql(fs, ref, staged)} AS VARCHAR)" for ref in fs.entity]
     if len(parts) == 1:
         return parts[0]
     nulls = " OR ".join(f"{p} IS NULL" for p in parts)
@@ -123,24 +162,24 @@ def entity_sql(fs: FeatureSet) -> str:
 
 
 def rows_sql(fs: FeatureSet, source: str, *, partition: tuple[int, int] | None = None,
-             since: int | None = None) -> str:  # fmt: skip
+             since: int | None = None, staged: bool = False) -> str:  # fmt: skip
     """The query producing a set's rows: entity, ts (µs), event_id and one column per input.
 
     Unordered: :func:`rows_from_arrow` sorts (faster than a SQL sort on text keys).
     """
     inputs = fs.inputs
-    cols = [f"{entity_sql(fs)} AS entity", "epoch_us(ev.ts) AS ts", "ev.event_id AS event_id"]
+    entity = entity_sql(fs, staged)
+    cols = [f"{entity} AS entity", "epoch_us(ev.ts) AS ts", "ev.event_id AS event_id"]
     for i, node in enumerate(inputs.values()):  # c<i>: the i-th input of FeatureSet.inputs
-        sql = to_sql(node, lambda r: column_sql(fs, r))
-        cols.append(f"{sql} AS c{i}")
+        cols.append(f"{to_sql(node, _resolver(fs, staged))} AS c{i}")
     join = " LEFT JOIN _urls u ON ev.url = u._url" if needs_urls(fs) else ""
-    cond = [f"({entity_sql(fs)}) IS NOT NULL"]
+    cond = [f"({entity}) IS NOT NULL"]
     if fs.where is not None:
-        cond.append("(" + to_sql(fs.where, lambda r: column_sql(fs, r)) + ") IS TRUE")
+        cond.append("(" + to_sql(fs.where, _resolver(fs, staged)) + ") IS TRUE")
     if since is not None:
         cond.append(f"epoch_us(ev.ts) >= {int(since)}")
     if partition is not None and partition[1] > 1:
-        cond.append(f"hash({entity_sql(fs)}) % {partition[1]} = {partition[0]}")
+        cond.append(f"hash({entity}) % {partition[1]} = {partition[0]}")
     select = ",\n  ".join(cols)
     return f"SELECT\n  {select}\nFROM {source} ev{join}\nWHERE {' AND '.join(cond)}"
 
@@ -150,6 +189,8 @@ def register_urls(
     sets: Sequence[FeatureSet],
     source: str,
     knowledge: Knowledge | None,
+    *,
+    staged: bool = False,
 ) -> int:
     """Extract URL fields once per distinct URL the sets need; register them as ``_urls``."""
     using = [fs for fs in sets if needs_urls(fs)]
@@ -165,7 +206,7 @@ def register_urls(
     pre = []
     for fs in using:
         node = url_prefilter(fs)
-        pre.append("TRUE" if node is None else to_sql(node, _resolver(fs)))
+        pre.append("TRUE" if node is None else to_sql(node, _resolver(fs, staged)))
     sql = (
         f"SELECT DISTINCT ev.url AS url FROM {source} ev "
         f"WHERE ev.url IS NOT NULL AND (({') OR ('.join(pre)}))"
@@ -221,10 +262,12 @@ def rows_from_arrow(fs: FeatureSet, table: pa.Table) -> tuple[Rows, pa.Array]:
         rank[at] = np.argsort(np.asarray(pc.array_sort_indices(ids)))
         fix = np.lexsort((rank, ts, codes))
         order, codes, ts = order[fix], codes[fix], ts[fix]
-    table = table.take(pa.array(order))
     cols: dict[str, Column] = {}
     for i, (ref, node) in enumerate(fs.inputs.items()):
-        cols[ref] = to_column(node.type, table.column(f"c{i}"))
+        # convert first, then permute numpy arrays: cheaper than reordering Arrow strings
+        col = to_column(node.type, table.column(f"c{i}"))
+        col.values = col.values[order]
+        cols[ref] = col
     return Rows(codes, ts, cols), entities
 
 

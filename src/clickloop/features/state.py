@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -164,6 +165,49 @@ class Agg:
         )
 
 
+Adder = Callable[[Agg, int, str, Any, int, "tuple[int, int] | None"], None]
+
+
+def adder(needs: Needs) -> Adder:
+    """The cheapest way to add one value to an aggregate with these needs (the hot path)."""
+    if needs == Needs(count=True):
+
+        def count(a: Agg, ts: int, eid: str, v: Any, ex: int, reg: Any) -> None:
+            a.n += 1
+
+        return count
+    if needs == Needs(count=True, last=True):
+
+        def last(a: Agg, ts: int, eid: str, v: Any, ex: int, reg: Any) -> None:
+            a.n += 1
+            cur = a.last
+            if cur is None or (ts, eid) > cur[:2]:
+                a.last = (ts, eid, v)
+
+        return last
+    if needs == Needs(count=True, ms=True):
+
+        def multiset(a: Agg, ts: int, eid: str, v: Any, ex: int, reg: Any) -> None:
+            a.n += 1
+            ms = a.ms
+            assert ms is not None
+            ms[v] = ms.get(v, 0) + 1
+
+        return multiset
+    if needs == Needs(count=True, sum=True):
+
+        def total(a: Agg, ts: int, eid: str, v: Any, ex: int, reg: Any) -> None:
+            a.n += 1
+            a.s += ex  # type: ignore[operator]
+
+        return total
+
+    def general(a: Agg, ts: int, eid: str, v: Any, ex: int, reg: Any) -> None:
+        a.add(needs, ts, eid, v, ex, reg)
+
+    return general
+
+
 class EntityState:
     """All running state of one entity in one feature set."""
 
@@ -236,6 +280,11 @@ class SetState:
         self._seq = itertools.count()
         self.dirty: set[str] = set()  # entities whose values changed since the last emit
         self.changed: set[str] = set()  # entities to persist at the next checkpoint
+        self._adders = [adder(p.needs) for p in self.plans]
+        self._by_hop = [
+            {h: [(w, j) for j, (w, hh) in enumerate(p.windows) if hh == h] for h in p.hops}
+            for p in self.plans
+        ]
         self._feature_slot = {
             f.name: self._slot(f) for f in fs.features
         }  # feature → (input, window index or -1 for lifetime)
@@ -267,6 +316,7 @@ class SetState:
                 if v is None:
                     continue
             needs = p.needs
+            add = self._adders[i]
             ex = exact(v) if needs.sum else 0
             reg = hll_register(value_hash(p.kind, v)) if needs.hll else None
             tiles = es.tiles[i]
@@ -274,8 +324,7 @@ class SetState:
                 start = ts - ts % hop
                 part = by_start.get(start)
                 if part is None:
-                    expiries = [(w, j) for j, (w, h) in enumerate(p.windows)
-                                if h == hop and start + hop + w > clock]  # fmt: skip
+                    expiries = [(w, j) for w, j in self._by_hop[i][hop] if start + hop + w > clock]
                     if not expiries:
                         continue  # already outside every window of this hop
                     part = by_start[start] = Agg(needs)
@@ -283,14 +332,14 @@ class SetState:
                         heapq.heappush(
                             self._heap, (start + hop + w, next(self._seq), entity, i, j, start)
                         )
-                part.add(needs, ts, eid, v, ex, reg)
+                add(part, ts, eid, v, ex, reg)
             win = es.win[i]
             for j, (w, hop) in enumerate(p.windows):
                 if ts - ts % hop + hop + w > clock:
-                    win[j].add(needs, ts, eid, v, ex, reg)
+                    add(win[j], ts, eid, v, ex, reg)
             life = es.life[i]
             if life is not None:
-                life.add(needs, ts, eid, v, ex, reg)
+                add(life, ts, eid, v, ex, reg)
         self.dirty.add(entity)
         self.changed.add(entity)
 

@@ -124,6 +124,7 @@ class FeatureStream:
         self.sets = list(sets)
         self.states = {fs.name: SetState(fs) for fs in self.sets}
         self.max_ts = NEVER
+        self.part_max: dict[int, int] = {}  # newest event time per bus partition
         self.dedupe = Deduper(dedupe_horizon)
         self.urls: UrlCache | None = None
         if any(needs_urls(fs) for fs in self.sets):
@@ -144,11 +145,18 @@ class FeatureStream:
         """As-of time of the values (µs): newest event time + 1."""
         return self.max_ts + 1
 
-    def apply(self, events: pa.Table) -> int:
-        """Apply canonical events in arrival order; return how many were new (not duplicates)."""
+    def apply(self, events: pa.Table, partitions: np.ndarray | None = None) -> int:
+        """Apply canonical events in arrival order; return how many were new (not duplicates).
+
+        ``partitions``: each event's bus partition. Order holds only within a
+        partition, so lateness is judged against the *watermark* — the oldest of the
+        partitions' newest event times (a partition catching up on a backlog is not
+        late). Without partitions the stream is one partition.
+        """
         n = events.num_rows
         if n == 0:
             return 0
+        part = np.zeros(n, np.int64) if partitions is None else np.asarray(partitions, np.int64)
         ts = np.asarray(pc.cast(pc.cast(events.column("ts"), UTC_US), pa.int64()).to_numpy(),
                         np.int64)  # fmt: skip
         ids = events.column("event_id").to_pylist()
@@ -158,20 +166,35 @@ class FeatureStream:
         if dup.any():
             keep = ~dup
             events = events.filter(pa.array(keep))
-            ts = ts[keep]
+            ts, part = ts[keep], part[keep]
         if events.num_rows == 0:
             return 0
-        # the newest event time before each event (lateness) and including it (clock)
-        running = np.maximum.accumulate(np.concatenate([[self.max_ts], ts]))
-        before, upto = running[:-1], running[1:]
+        # the clock: the newest event time so far, including each event
+        upto = np.maximum.accumulate(np.concatenate([[self.max_ts], ts]))[1:]
+        before = self._watermarks(ts, part)
         urls = self.urls.lookup(events.column("url")) if self.urls is not None else None
         position = pa.array(np.arange(events.num_rows))
         for fs in self.sets:
             self._apply_set(fs, events.append_column("_pos", position), urls, before, upto)
-        self.max_ts = int(running[-1])
+        self.max_ts = int(upto[-1])
         for st in self.states.values():
             st.advance(self.clock)
         return events.num_rows
+
+    def _watermarks(self, ts: np.ndarray, part: np.ndarray) -> np.ndarray:
+        """Per event, the watermark lateness is judged by: the newest time its own partition
+        had reached before it, capped by the other partitions' newest times at the start of
+        the batch."""
+        out = np.empty(len(ts), np.int64)
+        start = dict(self.part_max)
+        for p in np.unique(part).tolist():
+            at = np.nonzero(part == p)[0]
+            own = np.maximum.accumulate(np.concatenate([[start.get(p, NEVER)], ts[at]]))
+            others = [m for q, m in start.items() if q != p]
+            cap = min(others) if others else None
+            out[at] = own[:-1] if cap is None else np.minimum(own[:-1], cap)
+            self.part_max[p] = int(own[-1])
+        return out
 
     def _apply_set(self, fs: FeatureSet, events: pa.Table, urls: pa.Table | None,
                    before: np.ndarray, upto: np.ndarray) -> None:  # fmt: skip

@@ -164,7 +164,9 @@ def test_ties_at_equal_timestamps(project: Project) -> None:
 def test_partitioned_runs_give_the_same_answer(project: Project) -> None:
     examples = impressions(project, 300, seed=9)
     whole = training_set(project, examples, ["user_activity", "user_clicks"])
-    parts = training_set(project, examples, ["user_activity", "user_clicks"], memory_rows=1500)
+    parts = training_set(
+        project, examples, ["user_activity", "user_clicks"], memory_rows=1500, memory_limit="256MB"
+    )
     assert parts.equals(whole)
 
 
@@ -221,3 +223,16 @@ def test_backfill_snapshots_equal_point_in_time_values(project: Project) -> None
     # re-running a range replaces its snapshots instead of adding to them
     backfill(project, ["user_activity"], start=start, end=end, every=timedelta(hours=12))
     assert read_snapshot(project, fs, day2).num_rows == snap.num_rows
+
+
+def test_partition_of_a_key_is_the_same_as_its_rows(project: Project) -> None:
+    """Many keys (DuckDB scans them in parallel): each lands in its rows' partition."""
+    from clickloop.features.batch import _partitions
+    from clickloop.features.source import connect
+
+    keys = pa.array([f"u{i % 50_000:07d}" for i in range(400_000)])
+    con = connect()
+    got = _partitions(con, keys, 3)
+    con.register("t", pa.table({"k": keys}))
+    want = {k: p for k, p in con.sql("SELECT k, hash(k) % 3 AS p FROM t").fetchall()}
+    assert got.tolist() == [want[k] for k in keys.to_pylist()]
