@@ -37,9 +37,9 @@ def test_stream_from_kafka_into_redis(tmp_path: Path, sim_lake: Path, sim_small:
 
 def test_materialize_into_redis_keeps_newer_stream_values(
     tmp_path: Path,
-    sim_lake: Path,
+    sim_lake: Path,  # noqa: F811
     sim_small: Path,
-    redis_server,  # noqa: F811
+    redis_server,
 ) -> None:
     from clickloop.features import backfill
 
