@@ -571,6 +571,7 @@ def test_health_ready_and_metrics_tell_what_happened(served):
     assert m[("clickloop_collector_publish_batch_events_sum", ())] == 3
     assert m[("clickloop_collector_payload_bytes_count", ())] == 2
     assert m[("clickloop_collector_publish_seconds_count", ())] >= 1
+    assert m[("clickloop_collector_validate_seconds_count", ())] >= 2
 
 
 def test_unknown_paths_and_methods_answer_json_errors(served):

@@ -194,6 +194,7 @@ class Collector:
             on_batch=self.metrics.published,
             on_error=self.metrics.publish_errors.inc,
             on_inflight=self.metrics.inflight.set,
+            on_validate=self.metrics.validated,
         )
         await self.pipeline.start()
         if not self.auth.enabled:

@@ -10,6 +10,7 @@ metric                                          type       labels
 ``clickloop_collector_events_rejected_total``   counter    ``source``, ``reason``
 ``clickloop_collector_inflight_requests``       gauge      admitted and not yet answered/durable
 ``clickloop_collector_max_inflight``            gauge      the configured bound
+``clickloop_collector_validate_seconds``        histogram  one validation of a batch
 ``clickloop_collector_publish_seconds``         histogram  one durable publish to the bus
 ``clickloop_collector_publish_batch_events``    histogram  events per publish (group commit)
 ``clickloop_collector_publish_errors_total``    counter
@@ -67,6 +68,10 @@ class CollectorMetrics:
             "max_inflight", "Requests in flight beyond which the collector answers 503",
             namespace=ns, registry=registry,
         ).set(max_inflight)  # fmt: skip
+        self.validate_seconds = Histogram(
+            "validate_seconds", "Time to validate one batch (all requests coalesced)",
+            namespace=ns, buckets=_LATENCY, registry=registry,
+        )  # fmt: skip
         self.publish_seconds = Histogram(
             "publish_seconds", "Time to publish one batch durably", namespace=ns,
             buckets=_LATENCY, registry=registry,
@@ -99,6 +104,9 @@ class CollectorMetrics:
             if child is None:
                 child = self._rejected[reason] = self.rejected.labels(self.source, reason)
             child.inc(n)
+
+    def validated(self, records: int, seconds: float) -> None:
+        self.validate_seconds.observe(seconds)
 
     def published(self, events: int, seconds: float) -> None:
         self.publish_seconds.observe(seconds)

@@ -110,8 +110,8 @@ class Slot:
 class Pipeline:
     """Validate and publish records of concurrent requests in shared batches.
 
-    ``on_batch(events, seconds)`` and ``on_error()`` are called after each
-    publish (for metrics).
+    ``on_validate(records, seconds)`` after each validation, ``on_batch(events,
+    seconds)`` and ``on_error()`` after each publish (for metrics).
     """
 
     def __init__(
@@ -125,6 +125,7 @@ class Pipeline:
         on_batch: Callable[[int, float], None] | None = None,
         on_error: Callable[[], None] | None = None,
         on_inflight: Callable[[int], None] | None = None,
+        on_validate: Callable[[int, float], None] | None = None,
     ) -> None:
         self.validator = validator
         self.producer = producer
@@ -136,6 +137,7 @@ class Pipeline:
         self._on_batch = on_batch
         self._on_error = on_error
         self._on_inflight = on_inflight
+        self._on_validate = on_validate
         self._queue: deque[_Job] = deque()
         self._wakeup = asyncio.Event()
         self._publishing = asyncio.Semaphore(MAX_PUBLISHING)
@@ -332,8 +334,12 @@ class Pipeline:
 
     def _prepare(self, batch: _Batch) -> None:
         """Validate the batch; on an unexpected failure, validate each request alone."""
+        t0 = time.perf_counter()
         try:
             self._validate(batch, batch.jobs)
+            if self._on_validate:
+                records = sum(len(job.records) for job in batch.jobs)
+                self._on_validate(records, time.perf_counter() - t0)
         except Exception:
             if len(batch.jobs) == 1:
                 raise
