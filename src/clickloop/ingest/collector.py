@@ -4,9 +4,10 @@ Endpoints (one ``collector`` source per process):
 
 ``POST /v1/events``
     One JSON event, a JSON array of events, or NDJSON (``application/x-ndjson``;
-    sniffed when the type is absent or ``text/plain``); ``Content-Encoding: gzip``
-    accepted. **202** ``{"accepted": n, "rejected": 0}`` once every event is
-    durable on the bus. **400** when any record is refused: the body lists each
+    sniffed when the type is absent, ``text/plain`` as ``sendBeacon`` sends, or
+    the form type ``curl -d`` sends); ``Content-Encoding: gzip`` accepted.
+    **202** ``{"accepted": n, "rejected": 0}`` once every event is durable on
+    the bus. **400** when any record is refused: the body lists each
     refused record (``index``, NDJSON ``line``, ``reason``, ``detail``) and how
     many of the others were accepted — they *are* published (partial
     acceptance) unless the request says ``?atomic=true``, which publishes all

@@ -26,8 +26,11 @@ NDJSON_TYPES: Final = frozenset(
     {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
 )
 JSON_TYPES: Final = frozenset({"application/json", "text/json"})
-# Bodies of these types (or none) are sniffed: navigator.sendBeacon sends text/plain.
-SNIFFED_TYPES: Final = frozenset({"", "text/plain", "application/octet-stream"})
+# Bodies of these types (or none) are sniffed: navigator.sendBeacon sends text/plain,
+# `curl -d` sends application/x-www-form-urlencoded.
+SNIFFED_TYPES: Final = frozenset(
+    {"", "text/plain", "application/octet-stream", "application/x-www-form-urlencoded"}
+)
 PIXEL_IGNORED: Final = frozenset({"_"})  # the conventional cache-buster parameter
 
 _BOM: Final = b"\xef\xbb\xbf"

@@ -63,7 +63,12 @@ def test_a_declared_json_body_is_not_sniffed_as_ndjson():
     nd = b'{"a": 1}\n{"a": 2}\n'
     with pytest.raises(InvalidInputError):
         parse_body(nd, "application/json")
-    for ctype in (None, "text/plain;charset=UTF-8", "application/octet-stream"):
+    for ctype in (
+        None,
+        "text/plain;charset=UTF-8",  # navigator.sendBeacon
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",  # curl -d
+    ):
         assert len(parse_body(nd, ctype).records) == 2  # sendBeacon sends text/plain
 
 
@@ -73,7 +78,7 @@ def test_byte_order_mark_and_json_suffix_types_are_read():
 
 def test_an_unknown_content_type_is_415():
     with pytest.raises(UnsupportedMediaTypeError) as err:
-        parse_body(b"a=1", "application/x-www-form-urlencoded")
+        parse_body(b"a=1", "multipart/form-data; boundary=x")
     assert err.value.http_status == 415
 
 
