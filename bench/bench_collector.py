@@ -255,9 +255,7 @@ def run(ctx: Any) -> list[dict[str, Any]]:
     repeat = 2 if ctx.quick else 3
     work = ctx.scratch("collector")
     (work / "clickloop.yaml").write_text(
-        "project: bench\n"
-        "sources:\n"
-        "  web: {type: collector, tokens: ['${BENCH_COLLECTOR_TOKEN}']}\n"
+        "project: bench\nsources:\n  web: {type: collector, tokens: ['${BENCH_COLLECTOR_TOKEN}']}\n"
     )
     env = {**os.environ, "BENCH_COLLECTOR_TOKEN": TOKEN}
     env.pop("CLICKLOOP_PROJECT_DIR", None)
