@@ -58,6 +58,7 @@ rdlog = logging.getLogger(__name__ + ".librdkafka")
 REQUEST_TIMEOUT: Final = 10.0  # admin and metadata calls
 QUEUE_FULL_WAIT: Final = 5.0  # a full local queue with no delivery progress this long → overloaded
 _WARN_EVERY: Final = 10.0
+WATCH_EVERY: Final = 2.0  # while a consumer has no partitions, how often it checks its topics
 
 
 def _kafka() -> Any:
@@ -102,11 +103,26 @@ class KafkaBus(Bus):
         self._k = _kafka()
         admin_mod = require("confluent_kafka.admin", "kafka", feature="the Kafka bus")
         self._admin_mod = admin_mod
-        self._admin = admin_mod.AdminClient(
-            {**client_config(config), "allow.auto.create.topics": False}
-        )
+        self._admin_conf = {**client_config(config), "allow.auto.create.topics": False}
+        self._admin = admin_mod.AdminClient(self._admin_conf)
         self._topics: dict[str, int] = {}  # full topic name → partitions, known to exist
         self._lock = threading.Lock()
+        self._admin_lock = threading.Lock()
+
+    def _admin_failed(self, what: str, admin: Any, exc: BaseException) -> BackendUnavailableError:
+        """The error to raise; a client that timed out is replaced for the next call.
+
+        A long-lived admin client can stay stuck after its broker restarted (every
+        group-offset request times out, while a new client succeeds at once).
+        """
+        err = _error_of(exc)
+        kerr = self._k.KafkaError
+        if err is not None and err.code() in (kerr._TIMED_OUT, kerr._TRANSPORT):
+            with self._admin_lock:  # not self._lock: ensure_topic holds it while calling
+                if admin is self._admin:
+                    self._admin = self._admin_mod.AdminClient(self._admin_conf)
+                    log.info("Kafka admin client replaced after: %s", err.str())
+        return _unavailable(what, self.config, exc)
 
     # -- topics ------------------------------------------------------------------------
 
@@ -141,10 +157,11 @@ class KafkaBus(Bus):
 
     def _describe(self, name: str) -> int | None:
         """Partitions of an existing topic whose partitions all have a leader, else None."""
+        admin = self._admin
         try:
-            md = self._admin.list_topics(topic=name, timeout=REQUEST_TIMEOUT)
+            md = admin.list_topics(topic=name, timeout=REQUEST_TIMEOUT)
         except self._k.KafkaException as exc:
-            raise _unavailable("cannot read metadata", self.config, exc) from exc
+            raise self._admin_failed("cannot read metadata", admin, exc) from exc
         t = md.topics.get(name)
         if t is None or t.error is not None or not t.partitions:
             return None
@@ -158,9 +175,9 @@ class KafkaBus(Bus):
             num_partitions=self.config.partitions,
             replication_factor=self.config.replication,
         )
-        fut = self._admin.create_topics([new], request_timeout=REQUEST_TIMEOUT)[name]
+        admin = self._admin
         try:
-            fut.result()
+            admin.create_topics([new], request_timeout=REQUEST_TIMEOUT)[name].result()
             log.info(
                 "created Kafka topic %r (%d partitions, replication %d)",
                 name,
@@ -169,6 +186,11 @@ class KafkaBus(Bus):
             )
         except self._k.KafkaException as exc:
             err = _error_of(exc)
+            if err is not None and err.code() in (
+                self._k.KafkaError._TIMED_OUT,
+                self._k.KafkaError._TRANSPORT,
+            ):
+                raise self._admin_failed(f"cannot create topic {name!r}", admin, exc) from exc
             if err is None or err.code() != self._k.KafkaError.TOPIC_ALREADY_EXISTS:
                 raise BackendUnavailableError(
                     f"cannot create Kafka topic {name!r} at {self.config.bootstrap}: {exc}",
@@ -211,25 +233,27 @@ class KafkaBus(Bus):
         tp_cls = self._k.TopicPartition
         spec = self._admin_mod.OffsetSpec.latest()
         req = {tp_cls(name, p): spec for p in range(self._topics[name])}
+        admin = self._admin
         try:
-            futs = self._admin.list_offsets(req, request_timeout=REQUEST_TIMEOUT)
+            futs = admin.list_offsets(req, request_timeout=REQUEST_TIMEOUT)
             return {tp.partition: int(f.result().offset) for tp, f in futs.items()}
         except self._k.KafkaException as exc:
-            raise _unavailable(
-                f"cannot list the end offsets of {name!r}", self.config, exc
+            raise self._admin_failed(
+                f"cannot list the end offsets of {name!r}", admin, exc
             ) from exc
 
     def committed_offsets(self, group: str, topic: str) -> dict[int, int]:
         name = self.ensure_topic(topic)
         tps = [self._k.TopicPartition(name, p) for p in range(self._topics[name])]
         req = self._k.ConsumerGroupTopicPartitions(group, tps)
+        admin = self._admin
         try:
-            (fut,) = self._admin.list_consumer_group_offsets(
+            (fut,) = admin.list_consumer_group_offsets(
                 [req], request_timeout=REQUEST_TIMEOUT
             ).values()
             got = fut.result().topic_partitions
         except self._k.KafkaException as exc:
-            raise _unavailable(f"cannot read group {group!r}'s offsets", self.config, exc) from exc
+            raise self._admin_failed(f"cannot read group {group!r}'s offsets", admin, exc) from exc
         return {tp.partition: max(0, int(tp.offset)) for tp in got}
 
     def close(self) -> None:
@@ -448,6 +472,9 @@ class KafkaConsumer(Consumer):
         self._c.subscribe(self._names)
         self._warned: dict[int, float] = {}
         self._logical: dict[str, str] = {}
+        self._recreated = 0.0
+        self._watched = time.monotonic()
+        self._vanished = False
         self._closed = False
 
     def poll(self, max_messages: int, timeout: float) -> list[Message]:
@@ -458,6 +485,7 @@ class KafkaConsumer(Consumer):
                 f"poll needs max_messages >= 1 and timeout >= 0, got {max_messages}, {timeout}"
             )
         deadline = time.monotonic() + timeout
+        self._watch()
         while True:
             raw = self._c.consume(max_messages, 0)
             if not raw:
@@ -473,6 +501,38 @@ class KafkaConsumer(Consumer):
             out = self._convert(raw)
             if out or time.monotonic() >= deadline:
                 return out
+
+    def _watch(self) -> None:
+        """Rejoin by itself when its topics vanished and came back (seen with no partitions).
+
+        librdkafka rejoins when a subscribed topic changes partition count, but not
+        always when one is deleted and created again with the same count (a broker
+        restarted on memory storage, an operator's re-creation): the member then
+        idles with no partitions. While it has none, every few seconds: create the
+        topics if they are missing, and once they are back, subscribe again.
+        """
+        if self._c.assignment():
+            self._vanished = False
+            return
+        now = time.monotonic()
+        if now - self._watched < WATCH_EVERY:
+            return
+        self._watched = now
+        try:
+            missing = [t for t in self.topics if self.bus._describe(self.bus.topic_name(t)) is None]
+            if missing:
+                self._vanished = True
+                for t in missing:
+                    self.bus.ensure_topic(t, recheck=True)
+            elif self._vanished:
+                log.info(
+                    "Kafka consumer of group %r: its topics were re-created; rejoining", self.group
+                )
+                self._vanished = False
+                self._c.unsubscribe()
+                self._c.subscribe(self._names)
+        except BackendUnavailableError as exc:
+            log.debug("Kafka consumer of group %r: topic check failed: %s", self.group, exc)
 
     def _convert(self, raw: list[Any]) -> list[Message]:
         out: list[Message] = []
@@ -511,6 +571,9 @@ class KafkaConsumer(Consumer):
             log.warning("Kafka consumer of group %r: %s", self.group, err.str())
         if err.code() in (kerr.UNKNOWN_TOPIC_OR_PART, kerr._UNKNOWN_TOPIC):
             # a topic vanished (e.g. a broker restarted on memory storage): create it again
+            if now - self._recreated < 2.0:
+                return
+            self._recreated = now
             for t in self.topics:
                 try:
                     self.bus.ensure_topic(t, recheck=True)
