@@ -92,11 +92,11 @@ def test_stream_ingester_killed_mid_batch_then_restarted_keeps_every_event_once(
 def test_batch_import_killed_half_way_then_rerun_imports_exactly_once(tmp_path: Path):
     from clickloop.simulate import simulate
 
-    sim = tmp_path / "sim"  # big enough for many 4 MiB blocks and commits
-    simulate(sim, events=150_000, days=3, seed=5, malformed=0.01)
+    sim = tmp_path / "sim"  # big enough for many 16 MiB blocks and commits
+    simulate(sim, events=400_000, days=3, seed=5, malformed=0.01)
     project = _project(tmp_path / "proj")
     lake = open_lake(project)
-    args = ("ingest", "batch", str(sim / "events"), "--commit-every", "15000")
+    args = ("ingest", "batch", str(sim / "events"), "--commit-every", "40000")
 
     _killed(clickloop(project.root, *args, crash="batch-staged:3"))
     assert lake.stats()["version"] == 2

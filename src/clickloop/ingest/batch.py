@@ -130,9 +130,11 @@ class BatchImport:
                                "records": 0, "status": status}  # fmt: skip
         expect: dict[str, Any] = {}
         base: dict[str, int] = {}
+        lines: dict[str, int] = {}
         for f, cp in todo:
             expect[f.key] = cp or None
             base[f.key] = int(cp.get("records", 0)) if cp else 0
+            lines[f.key] = int(cp.get("lines", 0)) if cp else 0
             if cp:
                 per_file[f.key]["status"] = f"resumed at record {base[f.key]:,}"
         report.files = list(per_file.values())
@@ -149,6 +151,12 @@ class BatchImport:
                 block, future = inflight.popleft()
                 outcome = future.result()
                 key = block.file.key
+                if block.data is not None:
+                    first = lines[key]
+                    lines[key] += outcome.lines
+                    block.end["lines"] = lines[key]
+                    if outcome.rejects.num_rows:
+                        outcome.rejects = _number_lines(outcome.rejects, block.file.url, first)
                 txn.add_events(outcome.events, outcome.hashes)
                 txn.add_rejects(outcome.rejects)
                 per_file[key]["records"] += outcome.records
@@ -164,7 +172,7 @@ class BatchImport:
                 for f, cp in todo:
                     for block in read_blocks(f, cp, csv_options=self.csv):
                         inflight.append((block, pool.submit(self._process, block)))
-                        while len(inflight) > 2 * self.workers:
+                        while len(inflight) > self.workers:  # bounds memory
                             consume()
                 while inflight:
                     consume()
@@ -200,12 +208,13 @@ class BatchImport:
         f = block.file
         now = datetime.now(UTC)
         if block.data is not None:
-            first = block.first_line
+            # the block's first line number is known only once the blocks before it are
+            # counted (in order, by consume): the origin is fixed up there
             return process_lines(
                 block.data,
                 self.mapping,
                 source=self.source,
-                origin=lambda line: f"{f.url}:{first + line + 1}",
+                origin=str,
                 received_at=now,
                 max_future=self.max_future,
             )
@@ -241,6 +250,14 @@ class BatchImport:
             origins,
         )
         return Outcome(EVENT_SCHEMA.empty_table(), rejects, len(texts), np.zeros(0, np.uint64))
+
+
+def _number_lines(rejects: pa.Table, url: str, first: int) -> pa.Table:
+    """Origins of a JSONL block's rejects, from block-relative to file line numbers."""
+    i = rejects.schema.get_field_index("origin")
+    rel = rejects.column(i).to_pylist()
+    origins = pa.array([f"{url}:{first + int(r) + 1}" for r in rel], pa.string())
+    return rejects.set_column(i, rejects.schema.field(i), origins)
 
 
 def import_files(

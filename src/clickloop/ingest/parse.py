@@ -50,6 +50,7 @@ class Parsed:
     starts: np.ndarray | None = None  # byte offset of each record in the block (lines only)
     ends: np.ndarray | None = None
     lines: np.ndarray | None = None  # 0-based line number of each record in the block
+    total_lines: int = 0  # lines in the block, blank ones included
 
 
 def line_bounds(
@@ -86,9 +87,9 @@ def line_bounds(
 
 def parse_lines(data: bytes) -> Parsed:
     """Parse JSONL (blank lines are not records)."""
-    starts, ends, numbers, _, braced = line_bounds(data)
+    starts, ends, numbers, total, braced = line_bounds(data)
     n = len(starts)
-    out = Parsed(n, starts=starts, ends=ends, lines=numbers)
+    out = Parsed(n, starts=starts, ends=ends, lines=numbers, total_lines=total)
     if n == 0:
         return out
     # the fast path is trusted only when every record starts like an object (pyarrow
@@ -110,7 +111,12 @@ def parse_messages(values: Sequence[bytes]) -> Parsed:
         return out
     joined = b"\n".join(values)
     # one row per message can only be trusted when no message spans lines or is blank
-    if joined.count(b"\n") == n - 1 and all(v[:1] == b"{" for v in values):
+    # (or is a bare `null`): every message must start with "{" and hold no newline
+    arr = np.frombuffer(joined, np.uint8)
+    starts = np.zeros(n, np.int64)
+    np.cumsum(np.fromiter((len(v) + 1 for v in values), np.int64, n)[:-1], out=starts[1:])
+    braced = len(arr) > 0 and bool((arr[np.minimum(starts, len(arr) - 1)] == _OPEN_BRACE).all())
+    if braced and int(np.count_nonzero(arr == _NEWLINE)) == n - 1:
         table = _read(joined)
         if table is not None and table.num_rows == n:
             out.pieces.append((table, None))
@@ -129,10 +135,14 @@ def _read(data: bytes | memoryview) -> pa.Table | None:
         except UnicodeDecodeError:
             return None
     try:
-        return pajson.read_json(
+        table = pajson.read_json(
             pa.BufferReader(data),
             read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
         )
+        # a structural check (cheap: no data scan); the reader has been seen to build an
+        # inconsistent list column from a list of nulls
+        table.validate()
+        return table
     except (pa.ArrowInvalid, UnicodeDecodeError, pa.ArrowNotImplementedError):
         return None
 

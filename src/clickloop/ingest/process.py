@@ -45,6 +45,7 @@ class Outcome:
     rejects: pa.Table
     records: int
     hashes: np.ndarray | None = None  # id hashes of ``events`` (computed off the writer thread)
+    lines: int = 0  # JSONL: lines the input held, blank ones included
 
     def __post_init__(self) -> None:
         assert self.events.num_rows + self.rejects.num_rows == self.records, (
@@ -76,7 +77,7 @@ def process_lines(
     def payload(i: int) -> bytes:
         return bytes(view[starts[i] : ends[i]])
 
-    return _finish(
+    out = _finish(
         parsed,
         mapping,
         source=source,
@@ -85,6 +86,8 @@ def process_lines(
         received_at=received_at,
         max_future=max_future,
     )
+    out.lines = parsed.total_lines
+    return out
 
 
 def process_messages(
@@ -92,18 +95,23 @@ def process_messages(
     mapping: Mapping,
     *,
     source: str,
-    origins: Sequence[str],
+    origins: Sequence[str] | None = None,
+    origin: Callable[[int], str] | None = None,
     received_at: datetime | None = None,
     max_future: timedelta = timedelta(hours=1),
 ) -> Outcome:
-    """Bus message values (one JSON object each) → outcome."""
+    """Bus message values (one JSON object each) → outcome. Where each came from is
+    ``origins[i]``, or ``origin(i)`` — asked only for the rejects, so cheaper."""
     parsed = parse_messages(values)
+    if origin is None:
+        names = origins
+        origin = (lambda i: names[i]) if names is not None else (lambda i: f"message {i}")
     return _finish(
         parsed,
         mapping,
         source=source,
         payload=lambda i: values[i],
-        origin=lambda i: origins[i],
+        origin=origin,
         received_at=received_at,
         max_future=max_future,
     )

@@ -29,10 +29,12 @@ Several ingesters in one consumer group share the partitions.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -44,7 +46,7 @@ from clickloop.errors import BackendUnavailableError, ConflictError
 from clickloop.events.mapping import Mapping
 from clickloop.ingest.crash import CrashHook
 from clickloop.ingest.metrics import IngestMetrics
-from clickloop.ingest.process import process_messages
+from clickloop.ingest.process import Outcome, merge_outcomes, process_messages
 from clickloop.lake.log import SourceCounts
 
 if TYPE_CHECKING:
@@ -61,8 +63,29 @@ WATCH_EVERY = 10.0  # seconds of silence before checking a partition's offsets
 WATCH_MAX = 300.0
 
 
+def _origins(msgs: list[Message]) -> Callable[[int], str]:
+    """Where message ``i`` came from (``topic/partition@offset``), asked for rejects only."""
+
+    def origin(i: int) -> str:
+        m = msgs[i]
+        return f"{m.topic}/{m.partition}@{m.offset}"
+
+    return origin
+
+
 def message_hash(value: bytes) -> str:
     return xxhash.xxh3_64_hexdigest(value)
+
+
+@dataclass
+class _Batch:
+    """A micro-batch being parsed on the worker thread, with what its commit will record."""
+
+    messages: int
+    futures: list[Future[Outcome]]  # the batch's slices, in order
+    checkpoints: dict[str, Any]  # checkpoint key → value after this batch
+    expect: dict[str, Any]  # checkpoint key → value this batch was filtered against
+    offsets: dict[TopicPartition, int]  # bus offsets to commit once in the lake
 
 
 @dataclass
@@ -109,6 +132,7 @@ class StreamIngester:
         max_wait: timedelta = timedelta(seconds=1),
         max_future: timedelta = timedelta(hours=1),
         metrics: IngestMetrics | None = None,
+        workers: int | None = None,
     ) -> None:
         self.lake = lake
         self.bus = bus
@@ -135,6 +159,9 @@ class StreamIngester:
         seconds = session.total_seconds() if isinstance(session, timedelta) else 10.0
         self._rejoin_after = max(30.0, 3 * seconds)
         self._crash = CrashHook()
+        self._inflight: _Batch | None = None
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ingest-parse")
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -153,6 +180,10 @@ class StreamIngester:
             self._consumer = None
         self._held.clear()
         self._verified.clear()
+        if self._inflight is not None:  # based on a position the group no longer has
+            for f in self._inflight.futures:
+                f.cancel()
+            self._inflight = None
 
     def run(
         self,
@@ -162,11 +193,13 @@ class StreamIngester:
         on_batch: Callable[[StreamReport], None] | None = None,
     ) -> StreamReport:
         """Ingest until ``stop`` is set (or, with ``idle_exit``, after that many seconds
-        without a message); the batch in progress is always finished first."""
+        without a message); the batch in progress is always finished first.
+        ``on_batch(report)`` is called after each lake commit."""
         stop = stop or threading.Event()
         started = time.perf_counter()
         idle_since = time.monotonic()
         backoff = 0.5
+        committed = self.report.batches
         self._writer = self.lake.writer()
         try:
             while not stop.is_set():
@@ -179,12 +212,17 @@ class StreamIngester:
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
                     continue
-                if n:
-                    idle_since = time.monotonic()
+                if self.report.batches != committed:
+                    committed = self.report.batches
                     if on_batch is not None:
                         on_batch(self.report)
+                if n:
+                    idle_since = time.monotonic()
                 elif idle_exit is not None and time.monotonic() - idle_since >= idle_exit:
                     break
+            self.flush()  # stopping: the batch in progress is finished, not dropped
+            if on_batch is not None and self.report.batches != committed:
+                on_batch(self.report)
         finally:
             self.report.seconds = time.perf_counter() - started
             self._reset_consumer()
@@ -192,10 +230,15 @@ class StreamIngester:
             self._writer = None
         return self.report
 
+    def close(self) -> None:
+        """Release the worker thread (after :meth:`run`, or when driving :meth:`step`)."""
+        self._pool.shutdown(wait=True)
+
     # -- one micro-batch -----------------------------------------------------------------
 
     def step(self, stop: threading.Event | None = None) -> int:
-        """Poll one micro-batch and commit it; return how many messages it held."""
+        """Poll one micro-batch, start parsing it, and commit the previous one meanwhile;
+        return how many messages were polled. :meth:`flush` commits the last one."""
         consumer = self._open()
         batch = self._poll(consumer, stop)
         self._update_lag()
@@ -209,11 +252,14 @@ class StreamIngester:
             self._watch_at = now
             self._watchdog(consumer, now)
         if not batch:
-            self._commit_bus(consumer, {})
+            self.flush()
             return 0
         assert self._writer is not None
         self._writer.sync()  # other writers' commits: their checkpoints and ids
-        state = self._writer.log.state
+        # what the lake will hold once the batch in flight commits
+        view = dict(self._writer.log.state.checkpoints)
+        if self._inflight is not None:
+            view.update(self._inflight.checkpoints)
         fresh: list[Message] = []
         by_tp: dict[TopicPartition, list[Message]] = defaultdict(list)
         for m in batch:
@@ -221,13 +267,15 @@ class StreamIngester:
         expect: dict[str, Any] = {}
         for tp, msgs in by_tp.items():
             key = self._key(tp)
-            cp = state.checkpoints.get(key)
-            expect[key] = cp
-            fresh += self._new_messages(tp, msgs, cp)
-        if not fresh:
+            expect[key] = view.get(key)
+            fresh += self._new_messages(tp, msgs, view.get(key))
+        job = self._submit(fresh, expect) if fresh else None
+        self.flush()  # the previous batch commits while this one is parsed
+        if job is not None and self._consumer is consumer:
+            self._inflight = job
+        elif not fresh:
             self._commit_bus(consumer, {})
-            return len(batch)
-        return self._ingest(consumer, fresh, expect) or len(batch)
+        return len(batch)
 
     def _poll(self, consumer: Consumer, stop: threading.Event | None) -> list[Message]:
         out: list[Message] = []
@@ -238,6 +286,10 @@ class StreamIngester:
                 break
             got = consumer.poll(self.max_events - len(out), min(left, 0.25))
             out += got
+            if not got and self._inflight is not None:
+                self.flush()  # nothing to read right now: commit the batch in flight
+                if self._consumer is not consumer:
+                    break  # the commit conflicted and the consumer was replaced
             if not got and stop is not None and stop.is_set():
                 break
         return out
@@ -277,32 +329,48 @@ class StreamIngester:
         self.report.resets += 1
         return sorted(held, key=lambda m: m.offset) + fresh
 
-    def _ingest(self, consumer: Consumer, msgs: list[Message], expect: dict[str, Any]) -> int:
-        assert self._writer is not None
-        now = datetime.now(UTC)
-        outcome = process_messages(
-            [m.value for m in msgs],
-            self.mapping,
-            source=self.source,
-            origins=[f"{m.topic}/{m.partition}@{m.offset}" for m in msgs],
-            received_at=now,
-            max_future=self.max_future,
-        )
+    def _submit(self, msgs: list[Message], expect: dict[str, Any]) -> _Batch:
+        """Start parsing and validating ``msgs`` on the worker thread."""
         ends: dict[TopicPartition, Message] = {}
         for m in msgs:
             tp = (m.topic, m.partition)
             if tp not in ends or m.offset > ends[tp].offset:
                 ends[tp] = m
+        checkpoints = {
+            self._key(tp): {"next": m.offset + 1, "last": message_hash(m.value)}
+            for tp, m in ends.items()
+        }
+        now = datetime.now(UTC)
+        step = -(-len(msgs) // self.workers)
+        futures = [
+            self._pool.submit(
+                process_messages,
+                [m.value for m in part],
+                self.mapping,
+                source=self.source,
+                origin=_origins(part),
+                received_at=now,
+                max_future=self.max_future,
+            )
+            for part in (msgs[i : i + step] for i in range(0, len(msgs), step))
+        ]
+        offsets = {tp: m.offset + 1 for tp, m in ends.items()}
+        return _Batch(len(msgs), futures, checkpoints, {k: expect[k] for k in checkpoints}, offsets)
+
+    def flush(self) -> None:
+        """Commit the batch in flight, if any: to the lake, then its offsets to the bus."""
+        job, self._inflight = self._inflight, None
+        if job is None:
+            return
+        assert self._writer is not None
+        outcome = merge_outcomes([f.result() for f in job.futures])
         txn = self._writer.begin(self.source, "ingest-stream")
         try:
             txn.add_events(outcome.events, outcome.hashes)
             txn.add_rejects(outcome.rejects)
-            for tp, m in ends.items():
-                key = self._key(tp)
-                txn.checkpoint(
-                    key, {"next": m.offset + 1, "last": message_hash(m.value)}, expect=expect[key]
-                )
-            txn.info = {"messages": len(msgs)}
+            for key, value in job.checkpoints.items():
+                txn.checkpoint(key, value, expect=job.expect[key])
+            txn.info = {"messages": job.messages}
             self._crash.at("stream-staged")
             result = txn.commit()
         except ConflictError as exc:
@@ -311,21 +379,21 @@ class StreamIngester:
             self.metrics.conflicts.inc()
             log.info("dropping a batch: %s; rejoining the group", exc.message)
             self._reset_consumer()
-            return len(msgs)
+            return
         except BaseException:
             txn.abort()
             raise
         self._crash.at("stream-lake-committed")
         self.metrics.observe_commit(result, "ingest-stream")
-        self.metrics.batch.observe(len(msgs))
+        self.metrics.batch.observe(job.messages)
         self.report.batches += 1
         for c in result.counts.values():
             self.report.counts.add(c)
         if len(outcome.events):
             newest = int(outcome.events.column("ts").cast("int64").to_numpy().max())
             self._writer.trim(newest)
-        self._commit_bus(consumer, {tp: m.offset + 1 for tp, m in ends.items()})
-        return len(msgs)
+        if self._consumer is not None:
+            self._commit_bus(self._consumer, job.offsets)
 
     def _commit_bus(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
         """Commit bus offsets (the lake already holds everything below them)."""
@@ -442,7 +510,10 @@ def run_stream(
             max_future=cfg.ingest.max_future,
             metrics=metrics,
         )
-        return ing.run(stop, idle_exit=idle_exit, on_batch=on_batch)
+        try:
+            return ing.run(stop, idle_exit=idle_exit, on_batch=on_batch)
+        finally:
+            ing.close()
     finally:
         lake.close()
         bus.close()

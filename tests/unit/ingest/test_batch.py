@@ -108,6 +108,13 @@ def test_an_interrupted_import_resumes_and_ends_exactly_once(
     assert total["duplicates"] == summary["expected"]["duplicates"]
     assert total["quarantined"] == summary["expected"]["quarantined"]
     assert len(set(_event_ids(lake))) == lake.events().count_rows()
+    if fmt == "jsonl.gz":  # every quarantined line points at its own line, resumed or not
+        lines = {}
+        for f in files:
+            text = gzip.decompress(Path(f.url).read_bytes()).split(b"\n")
+            lines.update({f"{f.url}:{i + 1}": line for i, line in enumerate(text)})
+        q = lake.quarantine(columns=["origin", "payload"]).to_table().to_pylist()
+        assert q and all(lines[r["origin"]] == r["payload"] for r in q)
     leftovers = [
         f for f in lake.storage.walk_files("raw") if f["name"].rsplit("/", 1)[-1][0] == "."
     ]

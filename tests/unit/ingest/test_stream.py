@@ -51,6 +51,7 @@ def _drain(ing: StreamIngester) -> None:
     try:
         while ing.step():
             pass
+        ing.flush()
     finally:
         ing._writer.close()
         ing._writer = None
@@ -152,7 +153,8 @@ def test_a_commit_for_a_partition_another_member_advanced_is_dropped(setup):
     with lake.writer() as other, other.begin("bus:events", "ingest-stream") as txn:
         txn.checkpoint(ing._key(tp), {"next": 30, "last": "x"}, expect=None)
         txn.commit()
-    assert ing._ingest(consumer, batch, {ing._key(tp): None}) == 30
+    ing._inflight = ing._submit(batch, {ing._key(tp): None})
+    ing.flush()
     assert ing.report.conflicts == 1 and lake.events().count_rows() == 0
     ing._writer.close()
     ing._reset_consumer()
@@ -171,6 +173,7 @@ def test_two_ingesters_in_one_group_share_the_partitions(tmp_path):
             max_wait=timedelta(milliseconds=100),
         )  # fmt: skip
         reports.append(ing.run(threading.Event(), idle_exit=3.0))
+        ing.close()
 
     threads = [threading.Thread(target=member) for _ in range(2)]
     for t in threads:
