@@ -22,7 +22,8 @@ Semantics every backend guarantees:
 * A commit is all-or-nothing and only for partitions the member owns *at the
   moment of the commit*: if any partition in it was handed to another member
   by a rebalance, nothing is stored and :class:`PartitionsRevokedError` names
-  the lost partitions. Their records will be delivered again to the new owner
+  the lost partitions (with Kafka, when the rebalance raced the commit itself,
+  all the partitions of that commit). Their records are delivered again to the new owner
   from the last committed offset, so a caller drops its pending work for them
   (or keeps it, deduplicated by ``event_id``) and may commit the others again.
 * Consumers are used from one thread; producers may be shared by threads.
