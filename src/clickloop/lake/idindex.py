@@ -34,7 +34,7 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 
-MAGIC: Final = b"CLIDS001"  # sidecar format and hash function version
+MAGIC: Final = b"CLIDS002"  # sidecar format and hash function version
 _HEADER: Final = struct.Struct("<8sQ")
 _M1: Final = np.uint64(0xFF51AFD7ED558CCD)
 _M2: Final = np.uint64(0xC4CEB9FE1A85EC53)
@@ -85,9 +85,13 @@ def id_hash(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     mat = padded.view("<u8")
     h = _SEED ^ (lengths.astype(np.uint64) * _P)
     h = _fmix(h)
+    # each id folds in only its own words, so its hash never depends on the other ids
+    # of the batch (the padding width does)
+    own = (lengths + 7) // 8
+    uniform = bool((own == words).all())
     for j in range(words):
-        h ^= mat[:, j]
-        h = _fmix(h * _P)
+        mixed = _fmix((h ^ mat[:, j]) * _P)
+        h = mixed if uniform else np.where(own > j, mixed, h)
     return h
 
 
@@ -124,15 +128,23 @@ class IdIndex:
         order = np.argsort(h, kind="stable")  # timsort: linear on two sorted runs
         self._runs.append((h[order], t[order]))
 
-    def contains(self, hashes: np.ndarray, ts: np.ndarray, horizon_us: int) -> np.ndarray:
-        """For each pair, whether the index holds the same hash with ``|Δts| <= horizon_us``."""
+    def contains(
+        self,
+        hashes: np.ndarray,
+        ts: np.ndarray,
+        horizon_us: int,
+        order: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """For each pair, whether the index holds the same hash with ``|Δts| <= horizon_us``
+        (``order``: an argsort of ``hashes``, if the caller has one)."""
         n = len(hashes)
         found = np.zeros(n, bool)
         if n == 0 or not self._runs:
             return found
         q = np.asarray(hashes, np.uint64)
         qt = np.asarray(ts, np.int64)
-        order = np.argsort(q)  # sorted keys make numpy's binary searches cache-friendly
+        if order is None:
+            order = np.argsort(q)  # sorted keys make numpy's binary searches cache-friendly
         qs, qts = q[order], qt[order]
         hit = np.zeros(n, bool)
         for rh, rt in self._runs:
@@ -186,25 +198,34 @@ def first_occurrences(hashes: np.ndarray, ts: np.ndarray, horizon_us: int) -> np
     keep = np.ones(n, bool)
     if n < 2:
         return keep
-    order = np.argsort(hashes, kind="stable")  # equal hashes stay in input order
+    keep[repeats(hashes, ts, horizon_us, np.argsort(hashes, kind="stable"))] = False
+    return keep
+
+
+def repeats(hashes: np.ndarray, ts: np.ndarray, horizon_us: int, order: np.ndarray) -> np.ndarray:
+    """Positions (among ``order``: rows sorted by hash, equal hashes in input order) that
+    repeat an earlier kept row of the same hash within the horizon."""
+    out: list[int] = []
+    n = len(order)
+    if n < 2:
+        return np.zeros(0, np.int64)
     hs = hashes[order]
     same = np.nonzero(hs[1:] == hs[:-1])[0]
     if len(same) == 0:
-        return keep
+        return np.zeros(0, np.int64)
     # walk only the groups of equal hashes (duplicates are rare)
     starts = same[np.r_[True, np.diff(same) > 1]]
     for s in starts:
         e = s + 1
         while e + 1 < n and hs[e + 1] == hs[s]:
             e += 1
-        rows = order[s : e + 1]
         kept: list[int] = []
-        for r in rows:
+        for r in order[s : e + 1]:
             if any(abs(int(ts[r]) - int(ts[k])) <= horizon_us for k in kept):
-                keep[r] = False
+                out.append(int(r))
             else:
                 kept.append(int(r))
-    return keep
+    return np.asarray(out, np.int64)
 
 
 def encode_sidecar(hashes: np.ndarray, ts: np.ndarray) -> bytes:

@@ -44,8 +44,8 @@ from clickloop.lake.idindex import (
     IdIndex,
     decode_sidecar,
     encode_sidecar,
-    first_occurrences,
     id_hash,
+    repeats,
 )
 from clickloop.lake.log import Commit, CommitLog, FileEntry, SourceCounts
 from clickloop.lake.quarantine import QUARANTINE_SCHEMA
@@ -201,10 +201,10 @@ class Transaction:
         ts = _micros(events.column("ts"))
         horizon = self.writer.horizon_us
         self.writer.ensure(int(ts.min()), int(ts.max()))
-        dup = self.writer.index.contains(hashes, ts, horizon)
-        dup |= self._pending.contains(hashes, ts, horizon)
-        fresh = np.nonzero(~dup)[0]
-        dup[fresh[~first_occurrences(hashes[fresh], ts[fresh], horizon)]] = True
+        order = np.argsort(hashes, kind="stable")  # one sort serves every lookup below
+        dup = self.writer.index.contains(hashes, ts, horizon, order)
+        dup |= self._pending.contains(hashes, ts, horizon, order)
+        dup[repeats(hashes, ts, horizon, order[~dup[order]])] = True
         keep = ~dup
         accepted = int(keep.sum())
         self.counts.received += n
@@ -212,10 +212,11 @@ class Transaction:
         self.counts.duplicates += n - accepted
         if accepted == 0:
             return keep
+        kept_sorted = order[keep[order]]
+        self._pending.add(hashes[kept_sorted], ts[kept_sorted], presorted=True)
         if accepted < n:
             idx = pa.array(np.nonzero(keep)[0])
             events, hashes, ts = events.take(idx), hashes[keep], ts[keep]
-        self._pending.add(hashes, ts)
         received = _micros(events.column("received_at"))
         days = ts // DAY_US
         for day, rows in _groups(days):
