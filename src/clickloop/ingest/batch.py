@@ -14,7 +14,7 @@ data — so:
   commit conflicts and it stops with an error).
 
 >>> report = import_files(project, ["data/*.jsonl.gz"])     # doctest: +SKIP
->>> report.counts.accepted, report.counts.quarantined
+>>> report.counts.accepted, report.counts.quarantined         # doctest: +SKIP
 """
 
 from __future__ import annotations

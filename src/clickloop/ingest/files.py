@@ -12,7 +12,7 @@
   stream), a record count for CSV and Parquet.
 
 >>> files = discover(["data/*.jsonl.gz"])                     # doctest: +SKIP
->>> for block in read_blocks(files[0]): ...
+>>> for block in read_blocks(files[0]): ...                   # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ per partition, the next offset and a hash of the last message it covers
 Several ingesters in one consumer group share the partitions.
 
 >>> ing = StreamIngester(lake, bus, group="clickloop-lake")   # doctest: +SKIP
->>> ing.run(stop=threading.Event())
+>>> ing.run(stop=threading.Event())                           # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ the files whose time range overlaps the request, filtered to the exact range,
 and :meth:`Lake.events_relation` the same as a DuckDB relation.
 
 >>> lake = open_lake(project)                                 # doctest: +SKIP
->>> ds = lake.events("2026-11-01", "2026-11-02", columns=["user_id", "url"])
->>> for batch in ds.to_batches():                             # streamed, never all in memory
+>>> ds = lake.events("2026-11-01", "2026-11-02", columns=["user_id", "url"]) # doctest: +SKIP
+>>> for batch in ds.to_batches():      # streamed, never all in memory  # doctest: +SKIP
 ...     ...
->>> rel = lake.events_relation(duckdb.connect(), start="2026-11-01")
->>> rel.aggregate("type, count(*)").fetchall()
+>>> rel = lake.events_relation(duckdb.connect(), start="2026-11-01") # doctest: +SKIP
+>>> rel.aggregate("type, count(*)").fetchall()                # doctest: +SKIP
 """
 
 from __future__ import annotations

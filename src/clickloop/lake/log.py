@@ -27,6 +27,7 @@ True
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -260,6 +261,8 @@ class CommitLog:
         self.state = LakeState()
         self._loaded = False
         self.changes: list[Commit] | None = None
+        # readers may share a lake between threads: a commit must be applied once
+        self._lock = threading.RLock()
 
     def refresh(self) -> LakeState:
         """Catch up with commits made since the last refresh (by anyone); return the state.
@@ -267,6 +270,10 @@ class CommitLog:
         :attr:`changes` then lists the commits applied, or is ``None`` when the
         state was (re)loaded from a checkpoint and the caller must diff.
         """
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> LakeState:
         self.changes = []
         if not self._loaded:
             self.state = self._load_checkpoint()
@@ -334,6 +341,10 @@ class CommitLog:
         Raises :class:`~clickloop.errors.ConflictError` when the commit no
         longer applies (checked against the state known at call time).
         """
+        with self._lock:
+            return self._try_commit(commit)
+
+    def _try_commit(self, commit: Commit) -> bool:
         from clickloop.errors import ConflictError
 
         problems = self.state.conflicts(commit)

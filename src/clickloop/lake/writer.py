@@ -12,7 +12,7 @@ commit: accepted (written), duplicate (an ``event_id`` the lake, or this
 transaction, already accepted within the horizon — dropped), or quarantined.
 
 >>> w = lake.writer()                                         # doctest: +SKIP
->>> with w.begin(source="files", operation="ingest-batch") as txn:
+>>> with w.begin(source="files", operation="ingest-batch") as txn: # doctest: +SKIP
 ...     txn.add_events(events)           # canonical events (EVENT_SCHEMA)
 ...     txn.add_rejects(rejects)         # QUARANTINE_SCHEMA rows
 ...     txn.checkpoint("file:ab12…", {"offset": 123, "records": 10, "done": True})
