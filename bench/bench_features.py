@@ -21,7 +21,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -300,6 +299,7 @@ def _child(kind: str, proj: Path, labels: Path, out: Path) -> tuple[dict[str, An
 
 def _stream(proj: Path, live_seconds: float, rate: int) -> dict[str, Any]:
     """Throughput over the published backlog, the decode-only floor, then live freshness."""
+    import pyarrow as pa
     import pyarrow.json as pj
 
     from clickloop.bus.base import open_bus
@@ -312,16 +312,17 @@ def _stream(proj: Path, live_seconds: float, rate: int) -> dict[str, Any]:
     bus = open_bus(project)
     producer = bus.producer()
     sim = proj.parent / "sim"
-    n = 0
+    tables, n = [], 0
     for f in sorted((sim / "events").glob("*.jsonl")):
-        # arrival order (the simulator writes each day's sessions interleaved)
-        ev = Mapping().validate_table(pj.read_json(f)).events.sort_by("received_at")
-        msgs = to_messages(ev)
-        n += len(msgs)
-        for i in range(0, len(msgs), 20_000):
-            producer.publish("events", msgs[i : i + 20_000])
+        tables.append(Mapping().validate_table(pj.read_json(f)).events)
+        n += tables[-1].num_rows
         if n >= 2_000_000:
             break
+    # arrival order: the simulator writes several files per day, each spanning the day
+    msgs = to_messages(pa.concat_tables(tables).sort_by("received_at"))
+    del tables
+    for i in range(0, len(msgs), 20_000):
+        producer.publish("events", msgs[i : i + 20_000])
     # the floor: poll + decode only
     c = bus.consumer("floor", ["events"])
     t0 = time.perf_counter()
@@ -334,66 +335,91 @@ def _stream(proj: Path, live_seconds: float, rate: int) -> dict[str, Any]:
         seen += len(got)
     floor = seen / (time.perf_counter() - t0)
     c.close()
-    runner = StreamRunner(project, SETS, bus=bus, checkpoint_every=5.0)
+    runner = StreamRunner(project, SETS, bus=bus, checkpoint_every=1.0)
     t0 = time.perf_counter()
     report = runner.run(max_messages=n, until_idle=2.0)
     rate_backlog = report["messages"] / (time.perf_counter() - t0)
-    # live: events stamped now, at a steady rate, while the runner keeps up
-    stop = threading.Event()
-    live = _live_publisher(project, rate, stop)
-    runner.report.freshness_ms.clear()
-    thread = threading.Thread(target=live, daemon=True)
-    thread.start()
-    runner.run(max_seconds=live_seconds)
-    stop.set()
-    thread.join()
-    fresh = runner.report.percentiles()
     runner.close()
     bus.close()
+    fresh = _live(proj, live_seconds, rate)
     return {"events": n, "rate": rate_backlog, "floor": floor, "fresh": fresh}
 
 
-def _live_publisher(project: Any, rate: int, stop: threading.Event) -> Any:
+LIVE_HOME = {"CLICKLOOP_HOME": ".clickloop-live"}  # its own bus, state and online store
+
+
+def _live(proj: Path, seconds: float, rate: int) -> dict[str, float | None]:
+    """Freshness under live traffic: a producer process publishes events stamped with the
+    current time at ``rate``/s; the runner (this process) consumes them. The first two
+    seconds (group join, warm-up) are not measured."""
+    from clickloop.features.runner import StreamRunner
+    from clickloop.project import Project
+
+    project = Project.load(proj, env=LIVE_HOME)
+    runner = StreamRunner(project, SETS, checkpoint_every=1.0, batch_size=5000)
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_features as b; "
+        f"b.publish_live(sys.argv[1], {rate}, {seconds + 3})"
+    )
+    producer = subprocess.Popen([sys.executable, "-c", code, str(proj)])
+    started = time.monotonic()
+    warm = [True]
+
+    def after_batch(_: int) -> None:
+        if warm[0] and time.monotonic() - started >= 2.0:
+            runner.report.freshness_ms.clear()  # measure from here: steady state
+            warm[0] = False
+
+    try:
+        runner.run(max_seconds=seconds + 2.0, on_batch=after_batch)
+    finally:
+        producer.wait(timeout=120)
+        runner.close()
+    return runner.report.percentiles()
+
+
+def publish_live(proj: str, rate: int, seconds: float) -> None:
+    """Replay the simulator's traffic, re-stamped with the current time, at ``rate`` events/s
+    (a child process). Visitors keep their sessions: bursts of page views, impressions,
+    clicks — the same entity again and again, as on a live site."""
     from datetime import UTC, datetime
 
     import pyarrow as pa
+    import pyarrow.json as pj
 
     from clickloop.bus.base import open_bus
+    from clickloop.events.mapping import Mapping
     from clickloop.ingest.collector_records import to_messages
+    from clickloop.project import Project
 
-    def run() -> None:
-        bus = open_bus(project)
-        producer = bus.producer()
-        rng = np.random.default_rng(3)
-        i = 0
-        tick = 0.05
-        per_tick = max(1, int(rate * tick))
-        next_at = time.perf_counter()
-        while not stop.is_set():
-            now = datetime.now(UTC)
-            n = per_tick
-            users = rng.integers(0, 100_000, n)
-            table = pa.table({
-                "event_id": [f"live-{i + k}" for k in range(n)],
-                "ts": pa.array([now] * n, pa.timestamp("us", "UTC")),
-                "received_at": pa.array([now] * n, pa.timestamp("us", "UTC")),
-                "type": rng.choice(["page_view", "impression", "click"], n,
-                                   p=[0.3, 0.6, 0.1]).tolist(),
-                "user_id": [f"u{u:07d}" for u in users],
-                "session_id": pa.nulls(n, pa.string()),
-                "url": [f"https://shop.example.com/items/{1 + u % 8}/{u % 4000}" for u in users],
-                "referrer": pa.nulls(n, pa.string()),
-                "props": pa.array([[("position", "2")]] * n,
-                                  pa.map_(pa.string(), pa.string())),
-            })  # fmt: skip
-            producer.publish("events", to_messages(table))
-            i += n
-            next_at += tick
-            time.sleep(max(0.0, next_at - time.perf_counter()))
-        producer.close()
-        bus.close()
-
-    return run
+    sim = Path(proj).parent / "sim"
+    need = int(rate * seconds) + rate
+    tables, n = [], 0
+    for f in sorted((sim / "events").glob("*.jsonl")):
+        tables.append(Mapping().validate_table(pj.read_json(f)).events)
+        n += tables[-1].num_rows
+        if n >= need:
+            break
+    events = pa.concat_tables(tables).sort_by("received_at").slice(0, need)
+    ids = pa.array([f"live-{k}" for k in range(events.num_rows)])
+    events = events.set_column(0, "event_id", ids)
+    bus = open_bus(Project.load(proj, env=LIVE_HOME))
+    producer = bus.producer()
+    tick = 0.05
+    per_tick = max(1, int(rate * tick))
+    end = time.perf_counter() + seconds
+    next_at = time.perf_counter()
+    at = 0
+    while time.perf_counter() < end and at < events.num_rows:
+        chunk = events.slice(at, per_tick)
+        at += per_tick
+        stamp = pa.array([datetime.now(UTC)] * chunk.num_rows, pa.timestamp("us", "UTC"))
+        chunk = chunk.set_column(1, "ts", stamp).set_column(2, "received_at", stamp)
+        producer.publish("events", to_messages(chunk))
+        next_at += tick
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    producer.close()
+    bus.close()
 
 
 def run(ctx: Context) -> list[dict]:

@@ -147,8 +147,9 @@ def stream_cmd(
     ] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Stop after this long.")] = None,
     checkpoint_every: Annotated[
-        float, typer.Option(help="Seconds between durable checkpoints.")
-    ] = 5.0,
+        float,
+        typer.Option(help="Seconds between durable checkpoints (a crash replays at most this)."),
+    ] = 1.0,
     batch_size: Annotated[int, typer.Option(help="Messages per micro-batch, at most.")] = 20_000,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on this port.")

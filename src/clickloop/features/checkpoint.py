@@ -15,7 +15,6 @@ from empty state (its old state means something else); a warning says so.
 from __future__ import annotations
 
 import logging
-import pickle
 import sqlite3
 import time
 from pathlib import Path
@@ -26,11 +25,12 @@ import orjson
 
 from clickloop.errors import DataError
 from clickloop.features.metrics import CHECKPOINT
+from clickloop.features.state import EntityState
 from clickloop.features.stream import FeatureStream, SetStats
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 1
+FORMAT: Final = 2  # 2: entity states as plain tuples (EntityState.dump)
 _DDL: Final = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entities (
@@ -91,7 +91,7 @@ class Checkpoint:
                 continue
             cur = self.con.execute("SELECT entity, state FROM entities WHERE fs = ?", (fs.name,))
             for entity, blob in cur:
-                st.entities[entity] = pickle.loads(blob)
+                st.entities[entity] = EntityState.load(blob)
             if fs.name in stats.get("sets", {}):
                 stream.stats.sets[fs.name] = SetStats(**stats["sets"][fs.name])
         stream.part_max = {int(k): int(v) for k, v in (self._meta("part_max") or {}).items()}
@@ -126,7 +126,7 @@ class Checkpoint:
                     if es is None:
                         gone.append((name, entity))
                     else:
-                        rows.append((name, entity, pickle.dumps(es, pickle.HIGHEST_PROTOCOL)))
+                        rows.append((name, entity, es.dump()))
                 con.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)", rows)
                 con.executemany("DELETE FROM entities WHERE fs = ? AND entity = ?", gone)
                 written += len(rows)

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable
+import pickle
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from clickloop.features.definition import Feature, FeatureSet
 from clickloop.features.pit import hll_estimate, hll_register, value_hash
@@ -213,9 +216,10 @@ class EntityState:
 
     __slots__ = ("life", "tiles", "win")
 
-    def __init__(self, plans: list[InputPlan]) -> None:
-        # tiles[i][hop][tile_start] → partial; win[i][j] → window j of input i
-        self.tiles: list[dict[int, dict[int, Agg]]] = [{h: {} for h in p.hops} for p in plans]
+    def __init__(self, plans: list[InputPlan], hops: list[int]) -> None:
+        # tiles[hop][tile_start] → one partial per input (None: no value there yet);
+        # win[i][j] → window j of input i; life[i] → lifetime of input i
+        self.tiles: dict[int, dict[int, list[Agg | None]]] = {h: {} for h in hops}
         self.win: list[list[Agg]] = [[Agg(p.needs) for _ in p.windows] for p in plans]
         self.life: list[Agg | None] = [Agg(p.needs) if p.lifetime else None for p in plans]
 
@@ -224,6 +228,32 @@ class EntityState:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.tiles, self.win, self.life = state
+
+    def dump(self) -> bytes:
+        """Compact bytes for the checkpoint (plain tuples: several times faster to pickle)."""
+        plain = (
+            {h: {s: [None if a is None else a.__getstate__() for a in tile]
+                 for s, tile in by.items()} for h, by in self.tiles.items()},
+            [[a.__getstate__() for a in accs] for accs in self.win],
+            [None if a is None else a.__getstate__() for a in self.life],
+        )  # fmt: skip
+        return pickle.dumps(plain, pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def load(cls, data: bytes) -> EntityState:
+        tiles, win, life = pickle.loads(data)
+        es = cls.__new__(cls)
+        es.tiles = {h: {s: [None if t is None else _agg(t) for t in tile] for s, tile in by.items()}
+                    for h, by in tiles.items()}  # fmt: skip
+        es.win = [[_agg(t) for t in accs] for accs in win]
+        es.life = [None if t is None else _agg(t) for t in life]
+        return es
+
+
+def _agg(state: tuple[Any, ...]) -> Agg:
+    a = Agg.__new__(Agg)
+    a.__setstate__(state)
+    return a
 
 
 def plan_inputs(fs: FeatureSet) -> list[InputPlan]:
@@ -276,15 +306,25 @@ class SetState:
         self.plans = plan_inputs(fs)
         self.entities: dict[str, EntityState] = {}
         self.clock = -(2**62)  # as-of time (µs): values cover events with ts < clock
-        self._heap: list[tuple[int, int, str, int, int, int]] = []
+        self._heap: list[
+            tuple[int, int, str, int, int, int]
+        ] = []  # (at, seq, entity, hop, w, start)
         self._seq = itertools.count()
         self.dirty: set[str] = set()  # entities whose values changed since the last emit
         self.changed: set[str] = set()  # entities to persist at the next checkpoint
         self._adders = [adder(p.needs) for p in self.plans]
-        self._by_hop = [
-            {h: [(w, j) for j, (w, hh) in enumerate(p.windows) if hh == h] for h in p.hops}
-            for p in self.plans
-        ]
+        self._lifetime = any(p.lifetime for p in self.plans)
+        # tiles are shared by the inputs: per hop, the window lengths it serves, and per
+        # (hop, window) the (input, window index) pairs a tile's expiry updates
+        self.hops = sorted({h for p in self.plans for h in p.hops})
+        self._spans = {h: sorted({w for p in self.plans for w, hh in p.windows if hh == h})
+                       for h in self.hops}  # fmt: skip
+        self._targets = {
+            (h, w): [(i, j) for i, p in enumerate(self.plans)
+                     for j, (ww, hh) in enumerate(p.windows) if (hh, ww) == (h, w)]
+            for h in self.hops for w in self._spans[h]
+        }  # fmt: skip
+        self._uses = [[i for i, p in enumerate(self.plans) if h in p.hops] for h in self.hops]
         self._feature_slot = {
             f.name: self._slot(f) for f in fs.features
         }  # feature → (input, window index or -1 for lifetime)
@@ -307,41 +347,143 @@ class SetState:
         """
         es = self.entities.get(entity)
         if es is None:
-            es = self.entities[entity] = EntityState(self.plans)
+            es = self.entities[entity] = EntityState(self.plans, self.hops)
         clock = self.clock
-        for i, p in enumerate(self.plans):
-            v: Any = None
-            if p.col >= 0:
-                v = values[p.col]
-                if v is None:
-                    continue
+        plans = self.plans
+        # each input's value and what it adds (None: nothing to add for this event)
+        adds: list[tuple[Any, int, Any] | None] = []
+        for p in plans:
+            if p.col < 0:
+                adds.append((None, 0, None))
+                continue
+            v = values[p.col]
+            if v is None:
+                adds.append(None)
+                continue
             needs = p.needs
-            add = self._adders[i]
-            ex = exact(v) if needs.sum else 0
-            reg = hll_register(value_hash(p.kind, v)) if needs.hll else None
-            tiles = es.tiles[i]
-            for hop, by_start in tiles.items():
-                start = ts - ts % hop
-                part = by_start.get(start)
+            adds.append((v, exact(v) if needs.sum else 0,
+                         hll_register(value_hash(p.kind, v)) if needs.hll else None))  # fmt: skip
+        adders = self._adders
+        for k, hop in enumerate(self.hops):
+            start = ts - ts % hop
+            by_start = es.tiles[hop]
+            tile = by_start.get(start)
+            if tile is None:
+                live = [w for w in self._spans[hop] if start + hop + w > clock]
+                if not live:
+                    continue  # already outside every window of this hop
+                tile = by_start[start] = [None] * len(plans)
+                for w in live:
+                    heapq.heappush(self._heap, (start + hop + w, next(self._seq), entity, hop,
+                                                w, start))  # fmt: skip
+            for i in self._uses[k]:
+                a = adds[i]
+                if a is None:
+                    continue
+                part = tile[i]
                 if part is None:
-                    expiries = [(w, j) for w, j in self._by_hop[i][hop] if start + hop + w > clock]
-                    if not expiries:
-                        continue  # already outside every window of this hop
-                    part = by_start[start] = Agg(needs)
-                    for w, j in expiries:
-                        heapq.heappush(
-                            self._heap, (start + hop + w, next(self._seq), entity, i, j, start)
-                        )
-                add(part, ts, eid, v, ex, reg)
+                    part = tile[i] = Agg(plans[i].needs)
+                adders[i](part, ts, eid, a[0], a[1], a[2])
+        for i, p in enumerate(plans):
+            a = adds[i]
+            if a is None:
+                continue
+            add = adders[i]
             win = es.win[i]
             for j, (w, hop) in enumerate(p.windows):
                 if ts - ts % hop + hop + w > clock:
-                    add(win[j], ts, eid, v, ex, reg)
+                    add(win[j], ts, eid, a[0], a[1], a[2])
             life = es.life[i]
             if life is not None:
-                add(life, ts, eid, v, ex, reg)
+                add(life, ts, eid, a[0], a[1], a[2])
         self.dirty.add(entity)
         self.changed.add(entity)
+
+    def add_batch(self, entities: pa.Array, ts: np.ndarray, eids: pa.Array,
+                  columns: Sequence[pa.Array], clock: int) -> None:  # fmt: skip
+        """Apply many events at once, with the clock moved to ``clock`` (> every ``ts``).
+
+        The state afterwards is the one :meth:`add` would leave, event by event in
+        any order, with :meth:`advance` to ``clock``: a tile that leaves a window
+        by ``clock`` would have been added to it and then subtracted again. Rows
+        are grouped per (entity, tile) and per entity, and one partial per group
+        is merged (:func:`~clickloop.features.partials.group_partials`).
+        ``columns``: one Arrow array per entry of ``FeatureSet.inputs``.
+        """
+        from clickloop.features.partials import group_partials
+
+        self.advance(clock)
+        n = len(ts)
+        if n == 0:
+            return
+        enc = pc.dictionary_encode(entities)
+        names = enc.dictionary.to_pylist()
+        code = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
+        rank = np.empty(n, np.int64)
+        rank[np.asarray(pc.array_sort_indices(eids))] = np.arange(n)
+        order = np.lexsort((rank, ts, code))  # (entity, ts, event_id): the engines' order
+        states = []
+        for e in names:
+            es = self.entities.get(e)
+            if es is None:
+                es = self.entities[e] = EntityState(self.plans, self.hops)
+            states.append(es)
+        self.dirty.update(names)
+        self.changed.update(names)
+        for i, p in enumerate(self.plans):
+            vals: pa.Array | None = None
+            sel = order
+            if p.col >= 0:
+                arr = columns[p.col]
+                valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool)
+                sel = order[valid[order]]
+                if len(sel) == 0:
+                    continue
+                vals = arr.take(pa.array(sel))
+            c, t = code[sel], ts[sel]
+            ids = eids.take(pa.array(sel)) if (p.needs.first or p.needs.last) else eids
+            new_ent = np.ones(len(sel), bool)
+            new_ent[1:] = c[1:] != c[:-1]
+            if p.lifetime:
+                starts = np.nonzero(new_ent)[0]
+                for g, part in zip(starts.tolist(),
+                                   group_partials(p.needs, p.kind, starts, t, ids, vals),
+                                   strict=True):  # fmt: skip
+                    life = states[c[g]].life[i]
+                    assert life is not None
+                    life.merge(part)
+            for hop in p.hops:
+                tile_start = t - t % hop
+                cut = new_ent.copy()
+                cut[1:] |= tile_start[1:] != tile_start[:-1]
+                starts = np.nonzero(cut)[0]
+                parts = group_partials(p.needs, p.kind, starts, t, ids, vals)
+                mine = [(j, w) for j, (w, h) in enumerate(p.windows) if h == hop]
+                for g, part in zip(starts.tolist(), parts, strict=True):
+                    self._merge_tile(states[c[g]], names[c[g]], i, hop, int(tile_start[g]),
+                                     part, mine)  # fmt: skip
+
+    def _merge_tile(self, es: EntityState, entity: str, i: int, hop: int, start: int, part: Agg,
+                    windows: list[tuple[int, int]]) -> None:  # fmt: skip
+        clock = self.clock
+        by_start = es.tiles[hop]
+        tile = by_start.get(start)
+        if tile is None:
+            live = [w for w in self._spans[hop] if start + hop + w > clock]
+            if not live:
+                return  # outside every window of this hop already
+            tile = by_start[start] = [None] * len(self.plans)
+            for w in live:
+                heapq.heappush(self._heap, (start + hop + w, next(self._seq), entity, hop, w,
+                                            start))  # fmt: skip
+        for j, w in windows:
+            if start + hop + w > clock:
+                es.win[i][j].merge(part)
+        held = tile[i]
+        if held is None:
+            tile[i] = part
+        else:
+            held.merge(part)
 
     def advance(self, clock: int) -> int:
         """Move the as-of time forward, expiring tiles; return tiles expired."""
@@ -351,25 +493,32 @@ class SetState:
         heap = self._heap
         redo: set[tuple[str, int, int]] = set()
         n = 0
+        emptied: set[str] = set()
         while heap and heap[0][0] <= clock:
-            _, _, entity, i, j, start = heapq.heappop(heap)
+            _, _, entity, hop, w, start = heapq.heappop(heap)
             es = self.entities.get(entity)
             if es is None:
                 continue
-            p = self.plans[i]
-            w, hop = p.windows[j]
-            part = es.tiles[i][hop].get(start)
-            if part is None:
+            tile = es.tiles[hop].get(start)
+            if tile is None:
                 continue
-            if es.win[i][j].subtract(part):
-                redo.add((entity, i, j))
-            if w == p.longest(hop):
-                del es.tiles[i][hop][start]
+            for i, j in self._targets[(hop, w)]:
+                part = tile[i]
+                if part is not None and es.win[i][j].subtract(part):
+                    redo.add((entity, i, j))
+            if w == self._spans[hop][-1]:
+                del es.tiles[hop][start]
+                emptied.add(entity)
             self.dirty.add(entity)
             self.changed.add(entity)
             n += 1
         for entity, i, j in redo:
             self._recompute(entity, i, j)
+        if not self._lifetime:  # forget entities whose every window is empty again
+            for entity in emptied:
+                es = self.entities[entity]
+                if not any(es.tiles.values()):
+                    del self.entities[entity]  # reads as empty history; persisted as gone
         return n
 
     def _recompute(self, entity: str, i: int, j: int) -> None:
@@ -379,8 +528,9 @@ class SetState:
         old = es.win[i][j]
         fresh = Agg(p.needs)
         lo = (self.clock - w) - (self.clock - w) % hop
-        for start, part in es.tiles[i][hop].items():
-            if start >= lo:
+        for start, tile in es.tiles[hop].items():
+            part = tile[i]
+            if start >= lo and part is not None:
                 fresh.merge(part)
         # counts, sums and multisets were kept exactly by subtraction; take the rest
         fresh.n, fresh.s, fresh.ms = old.n, old.s, old.ms
@@ -408,11 +558,11 @@ class SetState:
         """Recreate expiry timers from the tiles (after loading persisted state)."""
         self._heap = []
         for entity, es in self.entities.items():
-            for i, p in enumerate(self.plans):
-                for j, (w, hop) in enumerate(p.windows):
-                    for start in es.tiles[i][hop]:
+            for hop, by_start in es.tiles.items():
+                for start in by_start:
+                    for w in self._spans[hop]:
                         if start + hop + w > self.clock:
-                            self._heap.append((start + hop + w, next(self._seq), entity, i, j,
+                            self._heap.append((start + hop + w, next(self._seq), entity, hop, w,
                                                start))  # fmt: skip
         heapq.heapify(self._heap)
 

@@ -207,3 +207,47 @@ def test_lateness_is_judged_per_partition() -> None:
     stream.apply(late, np.array([0]))
     assert stream.stats.sets["s"].too_late == 1
     assert stream.values("s", "a")["s__count"] == 1
+
+
+def test_entities_with_only_windows_are_forgotten_once_empty() -> None:
+    fs = define("w", entity="user_id", aggregate=[
+        {"op": "count", "windows": ["10s", "2m"]},
+        {"op": "distinct_count", "column": "props.kind", "windows": ["10s"]},
+    ])  # fmt: skip
+    stream = FeatureStream([fs])
+    stream.apply(to_table([{"user_id": "a", "k": 0, "type": "view", "kind": "x", "price": "1"}]))
+    assert "a" in stream.states["w"].entities
+    stream.emit("w")
+    stream.advance(BASE + 200_000_000)  # past 2m + hop: nothing of "a" is in any window
+    assert "a" not in stream.states["w"].entities  # memory is returned
+    row = stream.emit("w").to_pylist()
+    assert row == [{"entity": "a", "_event_ts": row[0]["_event_ts"], "w__count_10s": 0,
+                    "w__count_2m": 0, "w__distinct_count_props_kind_10s": 0}]  # fmt: skip
+    assert "a" in stream.states["w"].changed  # the checkpoint deletes its saved state
+
+
+@settings(max_examples=50)
+@given(st.lists(event, max_size=60), st.randoms())
+def test_one_event_at_a_time_equals_micro_batches(events: list[dict], rnd) -> None:
+    from clickloop.features.state import SetState
+
+    for i, e in enumerate(events):
+        e["id"] = f"e{i:04d}"
+    rnd.shuffle(events)
+    table = to_table(events)
+    stream = FeatureStream([FS])
+    for start in range(0, len(events), 9):
+        stream.apply(to_table(events[start : start + 9]))
+    single = SetState(FS)
+    rows = prepare(FS, table)
+    ts = rows.column("ts").to_pylist()
+    cols = [rows.column(f"c{i}").to_pylist() for i in range(len(FS.inputs))]
+    for r, (e, eid) in enumerate(
+        zip(rows.column("entity").to_pylist(), rows.column("event_id").to_pylist(), strict=True)
+    ):
+        single.advance(max(single.clock, ts[r] + 1))
+        single.add(e, ts=ts[r], eid=eid, values=[c[r] for c in cols])
+    single.advance(stream.clock)
+    for e in ("a", "b", "c"):
+        got, want = stream.values("s", e), single.values(e)
+        assert all(same(got[k], want[k]) for k in want), e
