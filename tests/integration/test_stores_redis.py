@@ -48,8 +48,9 @@ def client(own_redis: RedisServer) -> Iterator[redis.Redis]:
 
 def test_rows_are_one_key_per_entity_with_redis_expiry_from_event_time(own_redis, client):
     store = RedisOnlineStore(own_redis.url, key_prefix="shop:")
+    now = datetime.now(UTC)  # the wall clock now, not at collection: the suite may be minutes in
     store.write(
-        "activity", rows(["u1"], NOW - timedelta(minutes=10), n=[1]), ttl=timedelta(hours=1)
+        "activity", rows(["u1"], now - timedelta(minutes=10), n=[1]), ttl=timedelta(hours=1)
     )
     store.write("plain", rows(["u1"], n=[2]))
     keys = {k.decode() for k in client.keys("*")}
