@@ -40,8 +40,10 @@ def publish(project: Project, sim: Path, *, limit: int | None = None) -> int:
     return len(msgs)
 
 
-def online_matches_batch(project: Project, runner: StreamRunner, sets: list[str]) -> int:
-    """Every user's online row equals the batch value as of the stream's clock."""
+def online_matches_batch(project: Project, runner: StreamRunner, sets: list[str],
+                         oracle: Project | None = None) -> int:  # fmt: skip
+    """Every user's online row equals the batch value (over ``oracle``'s lake, by default the
+    project's) as of the stream's clock."""
     clock = runner.stream.clock
     users = sorted(runner.stream.states["user_activity"].entities)
     assert len(users) > 50
@@ -51,7 +53,7 @@ def online_matches_batch(project: Project, runner: StreamRunner, sets: list[str]
     ex = pa.table({"user_id": users,
                    "ts": pa.array(np.full(len(users), clock), pa.int64()).cast(
                        pa.timestamp("us", "UTC"))})  # fmt: skip
-    batch = training_set(project, ex, sets).to_pylist()
+    batch = training_set(oracle or project, ex, sets).to_pylist()
     checked = 0
     for u, got, want in zip(users, online, batch, strict=True):
         for name, value in got.items():
@@ -75,7 +77,7 @@ def test_stream_from_the_bus_matches_batch(tmp_path: Path, sim_lake: Path,  # no
                                            sim_small: Path) -> None:  # fmt: skip
     project = make_project(tmp_path / "p", sim_lake, sim_small, features=lenient(FEATURES))
     sent = publish(project, sim_small)
-    runner = StreamRunner(project, checkpoint_every=0.5, batch_size=3000)
+    runner = StreamRunner(project, checkpoint_every=0.5, batch_size=3000, bootstrap="none")
     report = runner.run(until_idle=1.0)
     runner.close()
     assert report["messages"] == sent
@@ -92,7 +94,7 @@ def test_too_late_events_are_counted_not_applied(tmp_path: Path, sim_lake: Path,
     strict = {"user_clicks": {**FEATURES["user_clicks"], "allowed_lateness": "1s"}}
     project = make_project(tmp_path / "p", sim_lake, sim_small, features=strict)
     publish(project, sim_small)
-    runner = StreamRunner(project)
+    runner = StreamRunner(project, bootstrap="none")
     report = runner.run(until_idle=1.0)
     runner.close()
     # the simulator delivers ~1% of events late, many by more than a second
@@ -119,7 +121,7 @@ def test_restart_resumes_without_double_counting(tmp_path: Path, sim_lake: Path,
                                                  sim_small: Path) -> None:  # fmt: skip
     project = make_project(tmp_path / "p", sim_lake, sim_small, features=lenient(FEATURES))
     publish(project, sim_small)
-    first = StreamRunner(project, checkpoint_every=0.2, batch_size=2000)
+    first = StreamRunner(project, checkpoint_every=0.2, batch_size=2000, bootstrap="none")
     first.run(max_messages=12_000)
     first.close()
     second = StreamRunner(project, checkpoint_every=0.2, batch_size=2000)

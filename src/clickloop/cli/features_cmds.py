@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -137,6 +138,12 @@ def backfill_cmd(
     emit(st, data, human)
 
 
+class Bootstrap(StrEnum):
+    auto = "auto"
+    lake = "lake"
+    none = "none"
+
+
 @features_app.command("stream")
 def stream_cmd(
     ctx: typer.Context,
@@ -154,12 +161,21 @@ def stream_cmd(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on this port.")
     ] = None,
+    bootstrap: Annotated[
+        Bootstrap,
+        typer.Option(
+            help="Seed the state from the lake first: auto (when there is no checkpoint), "
+            "lake (rebuild now, dropping the checkpoint), none (the bus alone).",
+        ),
+    ] = Bootstrap.auto,
 ) -> None:
     """Run the streaming feature engine: bus events in, online store rows out.
 
+    Without a checkpoint it first seeds its state from the raw lake (the history the
+    windows need, events also on the bus counted once), then consumes the bus.
     Resumes from its checkpoint after a restart (no event counted twice); stops
     cleanly on SIGTERM / Ctrl-C.
-    [bold]Example[/bold]: clickloop features stream --metrics-port 9108
+    [bold]Example[/bold]: clickloop features stream --bootstrap auto --metrics-port 9108
     """
     from clickloop.features.runner import StreamRunner
 
@@ -170,12 +186,15 @@ def stream_cmd(
 
         start_http_server(metrics_port)
     runner = StreamRunner(project, sets, group=group, checkpoint_every=checkpoint_every,
-                          batch_size=batch_size)  # fmt: skip
+                          batch_size=batch_size, bootstrap=bootstrap.value)  # fmt: skip
     stop = threading.Event()
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     for s in previous:
         signal.signal(s, lambda *_: stop.set())
     try:
+        if runner.needs_bootstrap:
+            with progress(st, "bootstrap from the lake", None, unit="events") as advance:
+                runner.bootstrap(progress=advance)
         with progress(st, "stream", None, unit="events") as advance:
             report = runner.run(stop=stop, until_idle=until_idle, max_seconds=max_seconds,
                                 on_batch=advance)  # fmt: skip
@@ -186,6 +205,14 @@ def stream_cmd(
 
     def human() -> None:
         f = report["freshness_ms"]
+        b = report["bootstrap"]
+        if b is not None:
+            console.print(
+                f"bootstrap from the lake (version {b['lake_version']}): "
+                f"{human_int(b['events'])} events, {b['start'] or '—'} … {b['end'] or '—'}, "
+                f"in {b['seconds']:.1f}s; {human_int(b['rows_written'])} online rows as of "
+                f"{b['clock'] or '—'}"
+            )
         console.print(
             f"consumed {human_int(report['messages'])} events in {report['seconds']:.1f}s, "
             f"wrote {human_int(report['rows_written'])} rows; clock {report['clock']}"
@@ -196,6 +223,11 @@ def stream_cmd(
             console.print(
                 f"  {name}: applied {human_int(s['applied'])}, too late {s['too_late']}, "
                 f"rows emitted {human_int(s['rows_emitted'])}"
+            )
+        if report["before_bootstrap"]:
+            console.print(
+                f"  {human_int(report['before_bootstrap'])} bus events older than the "
+                "bootstrap's dedupe memory were left to the lake (next backfill)"
             )
 
     emit(st, report, human)

@@ -71,6 +71,28 @@ class Checkpoint:
     def _put(self, key: str, value: Any) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, orjson.dumps(value)))
 
+    def exists(self) -> bool:
+        """Whether a stream state was ever saved here (a bootstrap counts)."""
+        return self._meta("max_ts") is not None
+
+    def bootstrap_info(self) -> dict[str, Any] | None:
+        """What the last bootstrap from the lake did (None: never bootstrapped)."""
+        info = self._meta("bootstrap")
+        return info if isinstance(info, dict) else None
+
+    def reset(self) -> None:
+        """Forget every saved state and offset (before rebuilding the state elsewhere)."""
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("entities", "dedupe", "offsets"):
+                con.execute(f"DELETE FROM {table}")  # fixed table names
+            con.execute("DELETE FROM meta WHERE k != 'format'")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
     def offsets(self) -> Offsets:
         rows = self.con.execute("SELECT topic, part, next FROM offsets").fetchall()
         return {(t, p): n for t, p, n in rows}
@@ -95,6 +117,8 @@ class Checkpoint:
             if fs.name in stats.get("sets", {}):
                 stream.stats.sets[fs.name] = SetStats(**stats["sets"][fs.name])
         stream.part_max = {int(k): int(v) for k, v in (self._meta("part_max") or {}).items()}
+        floor = self._meta("floor")
+        stream.floor = None if floor is None else int(floor)
         max_ts = self._meta("max_ts")
         if max_ts is not None:
             stream.max_ts = int(max_ts)
@@ -103,6 +127,8 @@ class Checkpoint:
                 st.rebuild_timers()
         stream.stats.events = int(stats.get("events", 0))
         stream.stats.duplicates = int(stats.get("duplicates", 0))
+        stream.stats.before_bootstrap = int(stats.get("before_bootstrap", 0))
+        stream.stats.bootstrapped = int(stats.get("bootstrapped", 0))
         for day, ids in self.con.execute("SELECT day, ids FROM dedupe"):
             stream.dedupe.buckets[int(day)] = set(np.frombuffer(ids, np.uint64).tolist())
         for st in stream.states.values():
@@ -111,8 +137,12 @@ class Checkpoint:
         stream.dedupe.changed.clear()
         return self.offsets()
 
-    def save(self, stream: FeatureStream, offsets: Offsets) -> int:
-        """Persist what changed and the offsets, atomically; return entity rows written."""
+    def save(self, stream: FeatureStream, offsets: Offsets,
+             bootstrap: dict[str, Any] | None = None) -> int:  # fmt: skip
+        """Persist what changed and the offsets, atomically; return entity rows written.
+
+        ``bootstrap``: the report of a bootstrap this state comes from (kept in the file).
+        """
         t0 = time.perf_counter()
         con = self.con
         written = 0
@@ -142,6 +172,9 @@ class Checkpoint:
                 [(t, p, n) for (t, p), n in offsets.items()],
             )
             self._put("max_ts", stream.max_ts)
+            self._put("floor", stream.floor)
+            if bootstrap is not None:
+                self._put("bootstrap", bootstrap)
             self._put("part_max", {str(k): v for k, v in stream.part_max.items()})
             self._put("versions", {fs.name: fs.version for fs in stream.sets})
             self._put("stats", stream.stats.to_dict())

@@ -49,6 +49,10 @@ CHECKPOINT: Final = Histogram(
     "Time to persist the stream's state and offsets",
     buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+BOOTSTRAP_EVENTS: Final = Counter(
+    "clickloop_features_bootstrap_events",
+    "Lake events the feature stream's state was seeded with (bootstrap)",
+)
 BATCH_ROWS: Final = Counter(
     "clickloop_features_batch_rows",
     "Rows produced by batch runs (backfill snapshots, training sets)",

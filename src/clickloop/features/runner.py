@@ -12,6 +12,12 @@ trickle rather than long pauses that would hurt freshness; when one takes long
 after a clean stop or a kill -9 — it resumes from the checkpoint and skips what
 the checkpoint already holds.
 
+Started without a checkpoint (``bootstrap="auto"``, the default) or asked to
+(``bootstrap="lake"``), it first seeds its state from the raw lake
+(:mod:`clickloop.features.bootstrap`: the windows' history, counted once with the
+bus), writes every seeded entity to the online store and checkpoints, then
+consumes the bus. ``bootstrap="none"`` starts from the bus alone.
+
 >>> runner = StreamRunner(project)                                   # doctest: +SKIP
 >>> report = runner.run(until_idle=5.0)      # stop after 5 s without new events
 >>> report["events"], report["sets"]["user_activity"]["too_late"]
@@ -32,10 +38,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from clickloop.errors import UsageError
 from clickloop.events.mapping import Mapping
 from clickloop.events.schema import UTC_US
 from clickloop.features import metrics as m
 from clickloop.features.batch import compile_sets
+from clickloop.features.bootstrap import MODES, BootstrapReport, bootstrap
 from clickloop.features.checkpoint import Checkpoint, Offsets
 from clickloop.features.definition import FeatureSet
 from clickloop.features.source import Knowledge, load_knowledge
@@ -117,9 +125,17 @@ class StreamRunner:
         linger: float = 0.2,
         checkpoint_every: float = 1.0,
         state_path: str | Path | None = None,
+        bootstrap: str = "auto",
     ) -> None:
+        if bootstrap not in MODES:
+            raise UsageError(
+                f"bootstrap {bootstrap!r} is not one of {', '.join(MODES)}",
+                hint="auto: from the lake when there is no checkpoint; lake: rebuild from the "
+                "lake now; none: start from the bus alone",
+            )
         self.project = project
         knowledge = knowledge if knowledge is not None else load_knowledge(project)
+        self.knowledge = knowledge
         self.sets = compile_sets(project, feature_sets, knowledge)
         self.group = group
         self._bus = bus
@@ -129,14 +145,45 @@ class StreamRunner:
         self.linger = linger  # gather a trickle into one batch for this long (bounds latency)
         self.checkpoint_every = checkpoint_every
         self.max_future = project.config.ingest.max_future
-        self.stream = FeatureStream(
-            self.sets, knowledge=knowledge, dedupe_horizon=project.config.ingest.dedupe_horizon
-        )
+        self.stream = self._new_stream()
         path = state_path or project.state_path("features", f"stream-{group}.sqlite")
         self.checkpoint = Checkpoint(path)
+        self.bootstrap_mode = bootstrap
+        # decided now: after a bootstrap the checkpoint exists, so a restart resumes from it
+        self.needs_bootstrap = bootstrap == "lake" or (
+            bootstrap == "auto" and not self.checkpoint.exists()
+        )
+        self.bootstrapped: BootstrapReport | None = None
         self.resume: Offsets = self.checkpoint.load(self.stream)
         self.offsets: Offsets = dict(self.resume)
         self.report = RunReport()
+
+    def _new_stream(self) -> FeatureStream:
+        return FeatureStream(self.sets, knowledge=self.knowledge,
+                             dedupe_horizon=self.project.config.ingest.dedupe_horizon)  # fmt: skip
+
+    def bootstrap(self, *, progress: Callable[[int], None] | None = None) -> BootstrapReport:
+        """Rebuild the state from the lake (any saved state is dropped), write every seeded
+        entity to the online store, and checkpoint (see :mod:`clickloop.features.bootstrap`).
+
+        :meth:`run` calls it first when the runner was made with ``bootstrap="lake"``,
+        or ``"auto"`` and no checkpoint.
+        """
+        from clickloop.lake import open_lake
+
+        self.checkpoint.reset()  # a crash from here on leaves no checkpoint: redone on restart
+        self.stream = self._new_stream()
+        self.resume, self.offsets = {}, {}
+        lake = open_lake(self.project)
+        try:
+            report = bootstrap(self.stream, lake, progress=progress)
+        finally:
+            lake.close()
+        report.rows_written = self.flush()
+        self.checkpoint.save(self.stream, {}, bootstrap=report.to_dict())
+        self.needs_bootstrap = False
+        self.bootstrapped = report
+        return report
 
     @property
     def bus(self) -> Bus:
@@ -263,7 +310,12 @@ class StreamRunner:
         max_messages: int | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
-        """Consume until stopped (``stop``), out of time, idle that long, or enough messages."""
+        """Consume until stopped (``stop``), out of time, idle that long, or enough messages.
+
+        A pending bootstrap (see the constructor) runs first; its time is not counted.
+        """
+        if self.needs_bootstrap:
+            self.bootstrap()
         consumer = self.bus.consumer(self.group, [TOPIC])
         t0 = last_save = last_lag = last_rate = time.monotonic()
         interval = self.checkpoint_every
@@ -320,6 +372,7 @@ class StreamRunner:
             "checkpoints": r.checkpoints,
             "events_per_second": round(r.messages / r.seconds, 1) if r.seconds else None,
             "freshness_ms": r.percentiles(),
+            "bootstrap": None if self.bootstrapped is None else self.bootstrapped.to_dict(),
             "clock": None if self.stream.max_ts < 0 else datetime.fromtimestamp(
                 self.stream.max_ts / 1e6, UTC).isoformat(),
             **self.stream.stats.to_dict(),

@@ -59,10 +59,23 @@ class Deduper:
         self.buckets: dict[int, set[int]] = {}
         self.changed: set[int] = set()
 
+    @staticmethod
+    def hashes(event_ids: Sequence[str]) -> np.ndarray:
+        h = xxhash.xxh64_intdigest
+        return np.fromiter((h(e.encode()) for e in event_ids), np.uint64, len(event_ids))
+
+    def remember(self, event_ids: Sequence[str], ts: np.ndarray) -> None:
+        """Note ids as seen without checking them (events the lake already holds, deduplicated
+        by the lake's own rule), so that their copies on the bus count as duplicates."""
+        keys = self.hashes(event_ids)
+        days = ts // DAY
+        for d in np.unique(days).tolist():
+            self.buckets.setdefault(d, set()).update(keys[days == d].tolist())
+            self.changed.add(d)
+
     def seen(self, event_ids: Sequence[str], ts: np.ndarray, now: int) -> np.ndarray:
         """Mark duplicates (also within the batch) and remember the rest."""
-        h = xxhash.xxh64_intdigest
-        keys = np.fromiter((h(e.encode()) for e in event_ids), np.uint64, len(event_ids))
+        keys = self.hashes(event_ids)
         out = np.ones(len(keys), bool)
         _, first = np.unique(keys, return_index=True)
         out[first] = False  # a repeat inside the batch is a duplicate
@@ -104,10 +117,13 @@ class SetStats:
 class StreamStats:
     events: int = 0
     duplicates: int = 0
+    before_bootstrap: int = 0  # bus events older than the bootstrap's dedupe memory
+    bootstrapped: int = 0  # lake events the state was seeded with
     sets: dict[str, SetStats] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"events": self.events, "duplicates": self.duplicates,
+                "before_bootstrap": self.before_bootstrap, "bootstrapped": self.bootstrapped,
                 "sets": {k: v.to_dict() for k, v in self.sets.items()}}  # fmt: skip
 
 
@@ -126,6 +142,9 @@ class FeatureStream:
         self.max_ts = NEVER
         self.part_max: dict[int, int] = {}  # newest event time per bus partition
         self.dedupe = Deduper(dedupe_horizon)
+        # after a bootstrap from the lake: events older than this (µs) are left to the lake
+        # (the dedupe memory cannot tell whether the lake already holds them)
+        self.floor: int | None = None
         self.urls: UrlCache | None = None
         if any(needs_urls(fs) for fs in self.sets):
             if knowledge is None:
@@ -163,6 +182,11 @@ class FeatureStream:
         dup = self.dedupe.seen(ids, ts, max(self.max_ts, int(ts.max())))
         self.stats.events += n
         self.stats.duplicates += int(dup.sum())
+        if self.floor is not None:
+            old = ~dup & (ts < self.floor)
+            if old.any():
+                self.stats.before_bootstrap += int(old.sum())
+                dup |= old
         if dup.any():
             keep = ~dup
             events = events.filter(pa.array(keep))
@@ -180,6 +204,53 @@ class FeatureStream:
         for st in self.states.values():
             st.advance(self.clock)
         return events.num_rows
+
+    def seed(
+        self,
+        events: pa.Table,
+        *,
+        sets: Sequence[str] | None = None,
+        remember_from: int | None = None,
+    ) -> int:
+        """Apply events the lake already holds as of :attr:`clock` (a bootstrap).
+
+        Set the clock first (:meth:`advance`) past every event fed here: events are
+        neither deduplicated (the lake did that) nor judged late, and no watermark
+        moves. Ids of events at or after ``remember_from`` (µs) go into the dedupe
+        memory so their copies on the bus count once. ``sets``: only these sets (an
+        event older than a set's longest window is useless to it). Returns rows read.
+        """
+        n = events.num_rows
+        if n == 0:
+            return 0
+        ts = np.asarray(pc.cast(pc.cast(events.column("ts"), UTC_US), pa.int64()).to_numpy(),
+                        np.int64)  # fmt: skip
+        if int(ts.max()) >= self.clock:
+            raise ValueError("seed: advance the clock past every event first")
+        if remember_from is not None:
+            recent = ts >= remember_from
+            if recent.any():
+                ids = events.column("event_id").filter(pa.array(recent)).to_pylist()
+                self.dedupe.remember(ids, ts[recent])
+        names = set(self.states) if sets is None else set(sets)
+        urls = self.urls.lookup(events.column("url")) if self.urls is not None else None
+        for fs in self.sets:
+            if fs.name not in names:
+                continue
+            rows = prepare(fs, events, urls)
+            self.stats.sets[fs.name].filtered += n - rows.num_rows
+            if rows.num_rows == 0:
+                continue
+            self.states[fs.name].add_batch(
+                rows.column("entity").combine_chunks(),
+                np.asarray(rows.column("ts").to_numpy(), np.int64),
+                rows.column("event_id").combine_chunks(),
+                [rows.column(f"c{i}").combine_chunks() for i in range(len(fs.inputs))],
+                self.clock,
+            )
+            self.stats.sets[fs.name].applied += rows.num_rows
+        self.stats.bootstrapped += n
+        return n
 
     def _watermarks(self, ts: np.ndarray, part: np.ndarray) -> np.ndarray:
         """Per event, the watermark lateness is judged by: the newest time its own partition
