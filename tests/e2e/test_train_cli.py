@@ -107,6 +107,19 @@ def test_train_register_and_score_through_the_cli(tmp_path: Path, capsys):
     scores = result.column("score").to_numpy()
     assert ((scores > 0) & (scores < 1)).all() and len(set(scores.round(6))) > 20
 
+    # the same requests as JSONL, props as JSON objects (how clients and the simulator write
+    # them): read into the event contract's props map, they score identically
+    rows = imps.select(["user_id", "ts", "url", "props"]).to_pylist()
+    lines = [
+        json.dumps({**r, "ts": r["ts"].isoformat(), "props": dict(r["props"] or [])}) for r in rows
+    ]
+    (proj / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    args = ["-m", "ctr@champion", "-i", str(proj / "requests.jsonl"), "-o", str(proj / "s.parquet")]
+    rc, scored = cli("-p", str(proj), "predict", "batch", *args, capsys=capsys)
+    assert rc == 0, scored
+    again = pq.read_table(proj / "s.parquet").column("score").to_numpy()
+    assert (abs(again - scores) < 1e-9).all()
+
     # a second version is compared with the champion on its own test slice
     rc, s2 = cli("-p", str(proj), "train", "ctr", "--seed", "3", capsys=capsys)
     assert rc == 0 and s2["version"] == 2 and s2["champion"]["version"] == 1

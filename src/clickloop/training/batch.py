@@ -88,6 +88,24 @@ def _times(col: pa.ChunkedArray, where: str) -> pa.Array:
     return parsed.values
 
 
+def _props(table: pa.Table, src: Path) -> pa.Table:
+    """``props`` as the event contract's map<string, string>, whatever its type in the file."""
+    from clickloop.events.props import normalize_props
+
+    col = table.column("props")
+    if col.type == pa.map_(pa.string(), pa.string()):
+        return table
+    props, bad = normalize_props(col.combine_chunks())
+    if bad.any():
+        first = int(bad.nonzero()[0][0])
+        raise InvalidInputError(
+            f"{src}: column props: {int(bad.sum())} value(s) are not objects of scalar "
+            f"properties (first at row {first + 1})",
+            hint='props must be an object such as {"item_id": "17", "position": 2}',
+        )
+    return table.set_column(table.schema.get_field_index("props"), "props", props)
+
+
 def predict_batch(
     project: Project,
     ref: str,
@@ -119,6 +137,8 @@ def predict_batch(
         model.entity,
         pc.cast(table.column(model.entity), pa.string()),
     )
+    if "props" in table.column_names:  # JSON objects arrive as structs: the contract's map
+        table = _props(table, src)
     scores = []
     for start in range(0, table.num_rows, batch_rows):
         part = table.slice(start, batch_rows)
