@@ -126,6 +126,8 @@ def learn_cmd(
     )
     kb = learn(counts, options=opts, previous=previous, declared=declared)
     report = _learn_report(previous, kb, path, source, counts.rows, read, dry_run)
+    # what feature sets and models record: the file together with the declared rules
+    report["knowledge_version"] = from_config(cfg, kb, where=_where(st)).version
     if not dry_run:
         kb.save(path)
 
@@ -156,7 +158,11 @@ def learn_cmd(
             )
         if read.bad_lines:
             console.print(f"[yellow]{read.bad_lines} unreadable lines were skipped[/yellow]")
-        console.print(f"version {report['previous_version'] or '(none)'} → {report['version']}")
+        console.print(
+            f"file version {report['previous_version'] or '(none)'} → {report['version']}; "
+            f"knowledge version (file + declared rules, recorded in feature sets and models) "
+            f"{report['knowledge_version']}"
+        )
         console.print("review it with `clickloop urls show`; edit and commit the file")
 
     emit(st, report, human)
