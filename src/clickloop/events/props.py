@@ -93,13 +93,14 @@ def _from_struct(arr: pa.StructArray) -> pa.MapArray:
         np.stack([~np.asarray(c.is_null().to_numpy(zero_copy_only=False)) for c in texts], axis=1)
         & ~row_null[:, None]
     )
-    # Column-major concatenation, then take row-major positions of present values.
+    # Column-major concatenation, then take row-major positions of present values; the
+    # keys are the field names taken the same way (no Python string per entry)
     flat = pa.concat_arrays(texts)
-    pos = (np.arange(k)[None, :] * n + np.arange(n)[:, None])[present]
-    values = flat.take(pa.array(pos, pa.int64()))
-    keys = pa.array(np.asarray(names, dtype=object)[np.nonzero(present)[1]], pa.string())
+    rows, cols = np.nonzero(present)
+    values = flat.take(pa.array(cols * n + rows, pa.int64()))
+    keys = pa.array(names, pa.string()).take(pa.array(cols, pa.int64()))
     offsets = np.zeros(n + 1, np.int32)
-    np.cumsum(present.sum(axis=1), out=offsets[1:])
+    np.cumsum(np.bincount(rows, minlength=n), out=offsets[1:])
     mask = pa.array(row_null) if row_null.any() else None
     return pa.MapArray.from_arrays(pa.array(offsets), keys, values, type=PROPS_TYPE, mask=mask)
 

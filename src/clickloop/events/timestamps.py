@@ -170,21 +170,35 @@ def _from_strings(arr: pa.Array, fmt: str, timezone: str) -> ParsedTimes:
         .fill_null(True)
         .to_numpy(zero_copy_only=False)
     )
+    strict = None
     if fmt in EPOCH_UNITS or fmt == "auto":
-        numeric = pc.match_substring_regex(trimmed, _NUMERIC).fill_null(False)
-        if fmt in EPOCH_UNITS or bool(pc.all(pc.or_(numeric, pa.array(missing))).as_py()):
+        if fmt == "auto":
+            # a strict ISO value is never a number: only the other values need the number
+            # test (the usual ISO column has none, or a few bad ones)
+            strict = _np(pc.match_substring_regex(trimmed, _STRICT_ISO))
+            rest = np.flatnonzero(~strict & ~missing)
+            is_num = np.zeros(len(arr), bool)
+            if len(rest):
+                some = trimmed.take(pa.array(rest, pa.int64()))
+                is_num[rest] = _np(pc.match_substring_regex(some, _NUMERIC))
+        else:
+            is_num = _np(pc.match_substring_regex(trimmed, _NUMERIC))
+        numeric = pa.array(is_num)
+        if fmt in EPOCH_UNITS or bool((is_num | missing).all()):
             nums = pc.if_else(numeric, trimmed, None)
             parsed = _from_epoch(nums.cast(pa.float64()), fmt, missing)
-            return ParsedTimes(parsed.values, missing, ~missing & (parsed.bad | ~_np(numeric)))
-        if bool(pc.any(numeric).as_py()):
+            return ParsedTimes(parsed.values, missing, ~missing & (parsed.bad | ~is_num))
+        if is_num.any():
             # A mixed column: numbers by magnitude, the rest as ISO-8601.
             nums = pc.if_else(numeric, trimmed, None).cast(pa.float64())
-            by_epoch = _from_epoch(nums, "auto", ~_np(numeric))
-            by_iso = _iso(pc.if_else(numeric, None, trimmed), timezone)
+            by_epoch = _from_epoch(nums, "auto", ~is_num)
+            by_iso = _iso(pc.if_else(numeric, None, trimmed), timezone, strict)
             merged = pc.if_else(numeric, by_epoch.values, by_iso)
             return ParsedTimes(merged, missing, ~missing & _np(pc.is_null(merged)))
     out = (
-        _iso(trimmed, timezone) if fmt in ("auto", "iso8601") else _strptime(trimmed, fmt, timezone)
+        _iso(trimmed, timezone, strict)
+        if fmt in ("auto", "iso8601")
+        else _strptime(trimmed, fmt, timezone)
     )
     return ParsedTimes(out, missing, ~missing & _np(pc.is_null(out)))
 
@@ -211,25 +225,50 @@ def _run(sql: str, strings: pa.Array, timezone: str, *params: object) -> pa.Time
     return result.cast(UTC_US)
 
 
-# Zoned ISO-8601 with at most microseconds: Arrow's own cast parses it exactly like DuckDB
-# does, without DuckDB's fixed cost per call (it dominates small batches, e.g. the collector).
-_STRICT_ISO: Final = r"^[12]\d{3}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:?\d{2})$"
+# Zoned ISO-8601 with at most microseconds and fields in range: Arrow's own cast parses it
+# exactly like DuckDB does, without DuckDB's fixed cost per call (it dominates small
+# batches, e.g. the collector) or its per-row cost (it dominates big ones).
+_STRICT_ISO: Final = (
+    r"^[12]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[T ]([01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+    r"(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):?[0-5]\d)$"
+)
+_DUCK_ISO: Final = (
+    "SELECT CASE WHEN regexp_matches(s, ?) AND isfinite(t)"
+    " AND t BETWEEN TIMESTAMPTZ '0001-01-02 00:00:00+00'"
+    " AND TIMESTAMPTZ '9999-12-30 00:00:00+00'"
+    " THEN t END FROM (SELECT s, try_cast(s AS TIMESTAMPTZ) AS t FROM _ts_input)"
+)
 
 
-def _iso(strings: pa.Array, timezone: str) -> pa.TimestampArray:
-    strict = pc.match_substring_regex(strings, _STRICT_ISO)
-    if bool(pc.all(pc.or_kleene(strict, pc.is_null(strings))).as_py()):
+def _iso(strings: pa.Array, timezone: str, strict: np.ndarray | None = None) -> pa.TimestampArray:
+    """ISO-8601 strings → instants (``strict``: their :data:`_STRICT_ISO` matches, if known;
+    a null string never matches)."""
+    if strict is None:
+        strict = _np(pc.match_substring_regex(strings, _STRICT_ISO))
+    else:
+        strict = strict & ~_np(pc.is_null(strings))
+    other = np.flatnonzero(~strict & ~_np(pc.is_null(strings)))
+    if len(other) == 0:
         try:
             return pc.cast(strings, UTC_US)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # e.g. month 13: let DuckDB sort out which values are bad
-    sql = (
-        "SELECT CASE WHEN regexp_matches(s, ?) AND isfinite(t)"
-        " AND t BETWEEN TIMESTAMPTZ '0001-01-02 00:00:00+00'"
-        " AND TIMESTAMPTZ '9999-12-30 00:00:00+00'"
-        " THEN t END FROM (SELECT s, try_cast(s AS TIMESTAMPTZ) AS t FROM _ts_input)"
-    )
-    return _run(sql, strings, timezone, _ISO_GUARD)
+            pass  # e.g. 30 February: let DuckDB sort out which values are bad
+    elif len(other) < len(strings):
+        # the usual mix: a few odd values among well-formed ones; only the odd ones pay
+        # for DuckDB, and each value's outcome is the same as if it came alone
+        try:
+            plain = pc.cast(pc.if_else(pa.array(strict), strings, None), UTC_US)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            plain = None
+        if plain is not None:
+            picked = pa.array(other, pa.int64())
+            odd = _run(_DUCK_ISO, strings.take(picked), timezone, _ISO_GUARD)
+            values = plain.cast(pa.int64()).fill_null(0).to_numpy().astype(np.int64)
+            valid = strict.copy()
+            values[other] = np.asarray(odd.cast(pa.int64()).fill_null(0).to_numpy(), np.int64)
+            valid[other] = ~_np(odd.is_null())
+            return pa.array(values, pa.int64(), mask=~valid).cast(UTC_US)
+    return _run(_DUCK_ISO, strings, timezone, _ISO_GUARD)
 
 
 def _strptime(strings: pa.Array, fmt: str, timezone: str) -> pa.TimestampArray:

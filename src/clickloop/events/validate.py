@@ -96,7 +96,9 @@ def validate(
     def col(name: str) -> pa.Array:
         if name in table.column_names:
             c = table.column(name)
-            return c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c
+            if isinstance(c, pa.ChunkedArray):
+                return c.chunk(0) if c.num_chunks == 1 else c.combine_chunks()
+            return c
         return pa.nulls(n)
 
     def flag(reason: Reason, mask: np.ndarray, shown: str | None = None) -> None:
@@ -130,7 +132,7 @@ def validate(
     # type ----------------------------------------------------------------------------
     etype, missing, bad = _strings(col("type"))
     flag(Reason.MISSING_TYPE, missing)
-    bad |= ~missing & ~bad & ~_np(pc.match_substring_regex(etype, TYPE_REGEX))
+    bad |= ~missing & ~bad & ~_matches(etype, TYPE_REGEX)
     flag(Reason.BAD_TYPE, bad, "type")
 
     # urls ----------------------------------------------------------------------------
@@ -233,11 +235,33 @@ def _strings(arr: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
         return pa.nulls(n, pa.string()), np.ones(n, bool), np.zeros(n, bool)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         s = arr.cast(pa.string())
-        blank = _np(pc.equal(pc.utf8_trim_whitespace(s), ""))
+        blank = _blank(s)
         missing = _np(pc.is_null(s)) | blank
-        return pc.if_else(pa.array(blank), None, s), missing, np.zeros(n, bool)
+        if blank.any():
+            s = pc.if_else(pa.array(blank), None, s)
+        return s, missing, np.zeros(n, bool)
     missing = _np(pc.is_null(arr))
     return pa.nulls(n, pa.string()), missing, ~missing
+
+
+def _blank(s: pa.StringArray) -> np.ndarray:
+    """Non-null values that are empty or only whitespace. A blank value is empty or starts
+    with a control, space or non-ASCII byte: only those few are trimmed and compared."""
+    n = len(s)
+    offsets = np.frombuffer(s.buffers()[1], np.int32)[s.offset : s.offset + n + 1]
+    data = s.buffers()[2]
+    raw = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets)
+    first = raw[np.minimum(offsets[:-1], max(len(raw) - 1, 0))] if len(raw) else lengths * 0
+    maybe = (lengths == 0) | (first <= 0x20) | (first >= 0x80)
+    if s.null_count:
+        maybe &= ~_np(pc.is_null(s))
+    blank = np.zeros(n, bool)
+    picked = np.flatnonzero(maybe)
+    if len(picked):
+        some = s.take(pa.array(picked, pa.int64()))
+        blank[picked] = _np(pc.equal(pc.utf8_trim_whitespace(some), ""))
+    return blank
 
 
 def _ids(arr: pa.Array, max_len: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
@@ -257,10 +281,31 @@ def _ids(arr: pa.Array, max_len: int) -> tuple[pa.Array, np.ndarray, np.ndarray]
         )
         return s, missing, ~missing & ~integral
     s, missing, bad = _strings(arr)
-    too_long = _np(pc.greater(pc.utf8_length(s), max_len))
-    return s, missing, bad | too_long
+    return s, missing, bad | _too_long(s, max_len)
+
+
+def _too_long(s: pa.Array, limit: int) -> np.ndarray:
+    """Values of more than ``limit`` characters (a value of at most ``limit`` bytes never
+    is: characters are counted only where the byte length says they might be)."""
+    if pa.types.is_null(s.type):
+        return np.zeros(len(s), bool)
+    long = _np(pc.greater(pc.binary_length(s), limit))
+    if long.any():
+        long &= _np(pc.greater(pc.utf8_length(s), limit))
+    return long
+
+
+def _matches(s: pa.Array, pattern: str) -> np.ndarray:
+    """Whether each value matches ``pattern`` (null: False). Columns like URLs and types
+    repeat a lot: the regex runs once per distinct value."""
+    if pa.types.is_null(s.type) or s.null_count == len(s):
+        return np.zeros(len(s), bool)
+    d = pc.dictionary_encode(s)
+    if len(d.dictionary) * 2 > len(s):
+        return _np(pc.match_substring_regex(s, pattern))
+    ok = pc.match_substring_regex(d.dictionary, pattern)
+    return _np(ok.take(d.indices))
 
 
 def _url_ok(s: pa.Array, pattern: str) -> np.ndarray:
-    ok = _np(pc.match_substring_regex(s, pattern))
-    return ok & ~_np(pc.greater(pc.utf8_length(s), MAX_URL))
+    return _matches(s, pattern) & ~_too_long(s, MAX_URL)

@@ -151,3 +151,60 @@ def test_never_crashes_and_accounts_for_every_record(rows):
     assert v.events.schema == EVENT_SCHEMA
     for name in ("event_id", "ts", "received_at", "type", "user_id"):
         assert v.events.column(name).null_count == 0
+
+
+# Values that exercise the shortcuts (blank detection by first byte, regexes run once per
+# distinct value, well-formed times cast by Arrow and only odd ones given to DuckDB).
+texts = st.sampled_from(
+    [
+        "",
+        " ",
+        "\t",
+        "\u3000",
+        "\u00a0x",
+        " u1",
+        "e1",
+        "e2",
+        "x" * 129,
+        "é" * 100,
+        "é" * 129,
+        "page_view",
+        "Page_View",
+        "https://a.example/p",
+        "ftp://a.example/",
+        "htp:/a.example",
+        "https://a.example/" + "p" * 8200,
+        "2026-11-01T10:00:00Z",
+        "2026-11-01T10:00:00.5+02:00",
+        "2026-11-01 10:00:00",
+        "2026-02-30T10:00:00Z",
+        "2026-13-45T25:61:00Z",
+        "not-a-date",
+        "2026-11-01T10:00:00+0530",
+        "2026-11-01T10:00Z",
+        "1793536245123",
+        "2026-11-01",
+    ]
+)
+text_records = st.fixed_dictionaries(
+    {k: texts for k in ("event_id", "ts", "type", "user_id")},
+    optional={k: st.none() | texts for k in ("session_id", "url", "referrer", "received_at")},
+)
+
+
+def _outcomes(rows):
+    v = validate(pa.Table.from_pylist(rows, schema=_TEXT_SCHEMA), received_at=NOW)
+    events = iter(v.events.to_pylist())
+    reasons = dict(zip(v.rejected.tolist(), v.reasons, strict=True))
+    return [reasons.get(i) or next(events) for i in range(len(rows))]
+
+
+_TEXT_FIELDS = ("event_id", "ts", "type", "user_id", "session_id", "url", "referrer")
+_TEXT_SCHEMA = pa.schema([(k, pa.string()) for k in (*_TEXT_FIELDS, "received_at")])
+
+
+@given(st.lists(text_records, min_size=2, max_size=40))
+def test_a_records_outcome_does_not_depend_on_its_neighbours(rows):
+    together = _outcomes(rows)
+    alone = [_outcomes([r])[0] for r in rows]
+    assert together == alone
