@@ -335,7 +335,7 @@ def _stream(proj: Path, live_seconds: float, rate: int) -> dict[str, Any]:
         seen += len(got)
     floor = seen / (time.perf_counter() - t0)
     c.close()
-    runner = StreamRunner(project, SETS, bus=bus, checkpoint_every=1.0)
+    runner = StreamRunner(project, SETS, bus=bus, checkpoint_every=1.0, bootstrap="none")
     t0 = time.perf_counter()
     report = runner.run(max_messages=n, until_idle=2.0)
     rate_backlog = report["messages"] / (time.perf_counter() - t0)
@@ -356,7 +356,7 @@ def _live(proj: Path, seconds: float, rate: int) -> dict[str, float | None]:
     from clickloop.project import Project
 
     project = Project.load(proj, env=LIVE_HOME)
-    runner = StreamRunner(project, SETS, checkpoint_every=1.0, batch_size=5000)
+    runner = StreamRunner(project, SETS, checkpoint_every=1.0, batch_size=5000, bootstrap="none")
     code = (
         f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_features as b; "
         f"b.publish_live(sys.argv[1], {rate}, {seconds + 3})"

@@ -2,7 +2,8 @@
 
 One SQLite file per consumer group (``<home>/features/stream-<group>.sqlite``).
 A checkpoint writes, in one transaction, the entity states changed since the
-previous one, the dedupe buckets that changed, the stream clock and counters,
+previous one, the event-id hashes added since (appended as runs, merged
+LSM-style), the stream clock and counters,
 and the *next offset* of every partition consumed. The runner commits offsets
 to the bus only after that transaction is durable, and on restart skips any
 message below the checkpointed offsets — so events are counted exactly once
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,19 +33,38 @@ from clickloop.features.stream import FeatureStream, SetStats
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 2  # 2: entity states as plain tuples (EntityState.dump)
+FORMAT: Final = 3  # 2: entity states as plain tuples (EntityState.dump); 3: dedupe runs
+
 _DDL: Final = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entities (
     fs TEXT NOT NULL, entity TEXT NOT NULL, state BLOB NOT NULL, PRIMARY KEY (fs, entity)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dedupe (day INTEGER PRIMARY KEY, ids BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dedupe_runs (
+    day INTEGER NOT NULL, run INTEGER NOT NULL, n INTEGER NOT NULL, ids BLOB NOT NULL,
+    PRIMARY KEY (day, run)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS offsets (
     topic TEXT NOT NULL, part INTEGER NOT NULL, next INTEGER NOT NULL, PRIMARY KEY (topic, part)
 ) WITHOUT ROWID;
 """
 
 Offsets = dict[tuple[str, int], int]
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint's content as bytes (see :meth:`Checkpoint.snapshot`)."""
+
+    offsets: Offsets
+    rows: list[tuple[str, str, bytes]] = field(default_factory=list)
+    gone: list[tuple[str, str]] = field(default_factory=list)
+    dropped: set[int] = field(default_factory=set)
+    pending: dict[int, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0  # taking it (the stream waits)
+    write_seconds: float = 0.0  # writing it (may overlap the stream)
 
 
 class Checkpoint:
@@ -52,16 +74,20 @@ class Checkpoint:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()  # writes may come from the runner's writer thread
         self.con.execute("PRAGMA journal_mode = WAL")
         self.con.execute("PRAGMA synchronous = FULL")  # offsets are committed after this
         self.con.executescript(_DDL)
         got = self._meta("format")
         if got is None:
             self._put("format", FORMAT)
+        elif got == 2:
+            self._upgrade_2()
         elif got != FORMAT:
             raise DataError(
                 f"{self.path}: stream checkpoint format {got}, this version reads {FORMAT}",
-                hint="delete the file to restart the stream from the group's offsets",
+                hint="delete the file: the stream then bootstraps again from the lake "
+                "(`clickloop features stream --bootstrap auto`)",
             )
 
     def _meta(self, key: str) -> Any:
@@ -70,6 +96,45 @@ class Checkpoint:
 
     def _put(self, key: str, value: Any) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, orjson.dumps(value)))
+
+    def _upgrade_2(self) -> None:
+        """Format 2 kept one blob per dedupe day; 3 keeps runs of it (same hashes)."""
+        con = self.con
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("INSERT OR REPLACE INTO dedupe_runs "
+                    "SELECT day, 0, length(ids) / 8, ids FROM dedupe")  # fmt: skip
+        con.execute("DELETE FROM dedupe")
+        self._put("format", FORMAT)
+        con.execute("COMMIT")
+
+    def _save_dedupe(self, dropped: set[int], pending: dict[int, np.ndarray]) -> None:
+        """Append each day's new hashes as a run; merge runs LSM-style (a run is merged
+        into the previous one while at least half its size), so every hash is rewritten
+        O(log n) times in all instead of every day's bucket at every checkpoint."""
+        con = self.con
+        for day in dropped:
+            con.execute("DELETE FROM dedupe_runs WHERE day = ?", (day,))
+        for day, new in pending.items():
+            runs = con.execute("SELECT run, n FROM dedupe_runs WHERE day = ? ORDER BY run",
+                               (day,)).fetchall()  # fmt: skip
+            merge: list[int] = []
+            size = len(new)
+            while runs and 2 * size >= runs[-1][1]:
+                run, n = runs.pop()
+                merge.append(run)
+                size += n
+            if merge:
+                marks = ",".join("?" * len(merge))
+                rows = con.execute(
+                    f"SELECT ids FROM dedupe_runs WHERE day = ? AND run IN ({marks})",
+                    (day, *merge),
+                ).fetchall()
+                new = np.concatenate([new, *(np.frombuffer(r[0], np.uint64) for r in rows)])
+                con.execute(f"DELETE FROM dedupe_runs WHERE day = ? AND run IN ({marks})",
+                            (day, *merge))  # fmt: skip
+            run = runs[-1][0] + 1 if runs else 0
+            con.execute("INSERT INTO dedupe_runs VALUES (?, ?, ?, ?)",
+                        (day, run, len(new), new.tobytes()))  # fmt: skip
 
     def exists(self) -> bool:
         """Whether a stream state was ever saved here (a bootstrap counts)."""
@@ -85,7 +150,7 @@ class Checkpoint:
         con = self.con
         con.execute("BEGIN IMMEDIATE")
         try:
-            for table in ("entities", "dedupe", "offsets"):
+            for table in ("entities", "dedupe", "dedupe_runs", "offsets"):
                 con.execute(f"DELETE FROM {table}")  # fixed table names
             con.execute("DELETE FROM meta WHERE k != 'format'")
             con.execute("COMMIT")
@@ -129,12 +194,14 @@ class Checkpoint:
         stream.stats.duplicates = int(stats.get("duplicates", 0))
         stream.stats.before_bootstrap = int(stats.get("before_bootstrap", 0))
         stream.stats.bootstrapped = int(stats.get("bootstrapped", 0))
-        for day, ids in self.con.execute("SELECT day, ids FROM dedupe"):
-            stream.dedupe.buckets[int(day)] = set(np.frombuffer(ids, np.uint64).tolist())
+        for day, ids in self.con.execute("SELECT day, ids FROM dedupe_runs ORDER BY day, run"):
+            bucket = stream.dedupe.buckets.setdefault(int(day), set())
+            bucket.update(np.frombuffer(ids, np.uint64).tolist())
         for st in stream.states.values():
             st.changed.clear()
             st.dirty.clear()
-        stream.dedupe.changed.clear()
+        stream.dedupe.pending.clear()
+        stream.dedupe.dropped.clear()
         return self.offsets()
 
     def save(self, stream: FeatureStream, offsets: Offsets,
@@ -143,50 +210,67 @@ class Checkpoint:
 
         ``bootstrap``: the report of a bootstrap this state comes from (kept in the file).
         """
+        return self.write(self.snapshot(stream, offsets, bootstrap))
+
+    def snapshot(self, stream: FeatureStream, offsets: Offsets,
+                 bootstrap: dict[str, Any] | None = None) -> Snapshot:  # fmt: skip
+        """What :meth:`write` will persist, as bytes: taken between two batches (the state
+        must not change meanwhile), written later — possibly on another thread while the
+        stream goes on. The change marks are cleared: the next snapshot holds what
+        changes after this one (if the write fails, the process must stop and restart
+        from the previous checkpoint)."""
+        t0 = time.perf_counter()
+        snap = Snapshot(offsets=dict(offsets))
+        for name, st in stream.states.items():
+            entities = st.entities
+            for entity in st.changed:
+                es = entities.get(entity)
+                if es is None:
+                    snap.gone.append((name, entity))
+                else:
+                    snap.rows.append((name, entity, es.dump()))
+            st.changed.clear()
+        dedupe = stream.dedupe
+        snap.dropped = set(dedupe.dropped)
+        snap.pending = {d: np.concatenate(c) for d, c in dedupe.pending.items()
+                        if c and d in dedupe.buckets}  # fmt: skip
+        dedupe.pending.clear()
+        dedupe.dropped.clear()
+        snap.meta = {
+            "max_ts": stream.max_ts,
+            "floor": stream.floor,
+            "part_max": {str(k): v for k, v in stream.part_max.items()},
+            "versions": {fs.name: fs.version for fs in stream.sets},
+            "stats": stream.stats.to_dict(),
+        }
+        if bootstrap is not None:
+            snap.meta["bootstrap"] = bootstrap
+        snap.seconds = time.perf_counter() - t0
+        return snap
+
+    def write(self, snap: Snapshot) -> int:
+        """Persist a :meth:`snapshot` in one transaction; return entity rows written."""
         t0 = time.perf_counter()
         con = self.con
-        written = 0
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            for name, st in stream.states.items():
-                rows = []
-                gone = []
-                for entity in st.changed:
-                    es = st.entities.get(entity)
-                    if es is None:
-                        gone.append((name, entity))
-                    else:
-                        rows.append((name, entity, es.dump()))
-                con.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)", rows)
-                con.executemany("DELETE FROM entities WHERE fs = ? AND entity = ?", gone)
-                written += len(rows)
-            for day in stream.dedupe.changed:
-                ids = stream.dedupe.buckets.get(day)
-                if ids is None:
-                    con.execute("DELETE FROM dedupe WHERE day = ?", (day,))
-                else:
-                    blob = np.fromiter(ids, np.uint64, len(ids)).tobytes()
-                    con.execute("INSERT OR REPLACE INTO dedupe VALUES (?, ?)", (day, blob))
-            con.executemany(
-                "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
-                [(t, p, n) for (t, p), n in offsets.items()],
-            )
-            self._put("max_ts", stream.max_ts)
-            self._put("floor", stream.floor)
-            if bootstrap is not None:
-                self._put("bootstrap", bootstrap)
-            self._put("part_max", {str(k): v for k, v in stream.part_max.items()})
-            self._put("versions", {fs.name: fs.version for fs in stream.sets})
-            self._put("stats", stream.stats.to_dict())
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        for st in stream.states.values():
-            st.changed.clear()
-        stream.dedupe.changed.clear()
-        CHECKPOINT.observe(time.perf_counter() - t0)
-        return written
+        with self._lock:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?)", snap.rows)
+                con.executemany("DELETE FROM entities WHERE fs = ? AND entity = ?", snap.gone)
+                self._save_dedupe(snap.dropped, snap.pending)
+                con.executemany(
+                    "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
+                    [(t, p, n) for (t, p), n in snap.offsets.items()],
+                )
+                for key, value in snap.meta.items():
+                    self._put(key, value)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        snap.write_seconds = time.perf_counter() - t0
+        CHECKPOINT.observe(snap.seconds + snap.write_seconds)
+        return len(snap.rows)
 
     def close(self) -> None:
         self.con.close()

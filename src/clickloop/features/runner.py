@@ -25,10 +25,13 @@ consumes the bus. ``bootstrap="none"`` starts from the bus alone.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +47,7 @@ from clickloop.events.schema import UTC_US
 from clickloop.features import metrics as m
 from clickloop.features.batch import compile_sets
 from clickloop.features.bootstrap import MODES, BootstrapReport, bootstrap
-from clickloop.features.checkpoint import Checkpoint, Offsets
+from clickloop.features.checkpoint import Checkpoint, Offsets, Snapshot
 from clickloop.features.definition import FeatureSet
 from clickloop.features.source import Knowledge, load_knowledge
 from clickloop.features.stream import FeatureStream
@@ -154,6 +157,9 @@ class StreamRunner:
             bootstrap == "auto" and not self.checkpoint.exists()
         )
         self.bootstrapped: BootstrapReport | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: tuple[Future[int], Snapshot] | None = None
+        self.last_write_seconds = 0.0
         self.resume: Offsets = self.checkpoint.load(self.stream)
         self.offsets: Offsets = dict(self.resume)
         self.report = RunReport()
@@ -290,14 +296,40 @@ class StreamRunner:
             for p, end in ends.items()
         )
 
-    def save(self, consumer: Consumer | None) -> None:
-        """Checkpoint the state, then commit the offsets to the bus."""
-        self.checkpoint.save(self.stream, self.offsets)
+    def save(self, consumer: Consumer | None, *, wait: bool = True) -> Snapshot:
+        """Checkpoint the state, then commit the offsets to the bus.
+
+        The state is snapshotted (as bytes) here; the SQLite transaction runs on a
+        writer thread (SQLite releases the GIL: it overlaps the next batches) unless
+        ``wait``. The offsets go to the bus only once their checkpoint is durable
+        (:meth:`_saved`), and one checkpoint is written at a time, in order.
+        """
+        self._saved(consumer, block=True)
+        snap = self.checkpoint.snapshot(self.stream, self.offsets)
         self.resume = dict(self.offsets)
-        if consumer is not None and self.offsets:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="features-checkpoint")
+        self._writing = (self._writer.submit(self.checkpoint.write, snap), snap)
+        if wait:
+            self._saved(consumer, block=True)
+        return snap
+
+    def _saved(self, consumer: Consumer | None, *, block: bool) -> bool:
+        """Finish the checkpoint being written (if done, or ``block``): commit its offsets
+        to the bus. A failed write raises here (restart from the previous checkpoint)."""
+        if self._writing is None:
+            return True
+        future, snap = self._writing
+        if not block and not future.done():
+            return False
+        self._writing = None
+        future.result()
+        if consumer is not None and snap.offsets:
             mine = set(consumer.assignment())
-            consumer.commit({tp: n for tp, n in self.offsets.items() if tp in mine})
+            consumer.commit({tp: n for tp, n in snap.offsets.items() if tp in mine})
         self.report.checkpoints += 1
+        self.last_write_seconds = snap.write_seconds
+        return True
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -317,6 +349,11 @@ class StreamRunner:
         if self.needs_bootstrap:
             self.bootstrap()
         consumer = self.bus.consumer(self.group, [TOPIC])
+        # The state is millions of small long-lived objects (partial aggregates) without
+        # reference cycles; left in the collector's sight, every full collection walks all
+        # of them (0.6 s pauses, 15% of the time, measured). Frozen after each batch,
+        # collections only walk what is new; refcounting still frees what is dropped.
+        gc.freeze()
         t0 = last_save = last_lag = last_rate = time.monotonic()
         interval = self.checkpoint_every
         idle_since = t0
@@ -333,6 +370,7 @@ class StreamRunner:
                 if msgs:
                     idle_since = time.monotonic()
                     self.process(msgs)
+                    gc.freeze()
                     rate_count += len(msgs)
                     if on_batch is not None:
                         on_batch(len(msgs))
@@ -340,22 +378,31 @@ class StreamRunner:
                     if self.pending() == 0:
                         break
                     idle_since = time.monotonic()  # records wait (e.g. a dead member's lease)
+                self._saved(consumer, block=False)
                 now = time.monotonic()
                 if now - last_save >= interval:
-                    self.save(consumer)
+                    snap = self.save(consumer, wait=False)
                     last_save = time.monotonic()
-                    # keep checkpoints under ~10% of the time: a big one (catching up on a
-                    # backlog, many entities changed) pushes the next one further away
-                    took = last_save - now
-                    interval = min(MAX_INTERVAL, max(self.checkpoint_every, 9 * took))
+                    # keep the stream's share of checkpoints under ~10% of the time, and
+                    # never queue writes: a big one (a backlog changes many entities) pushes
+                    # the next one further away
+                    interval = min(
+                        MAX_INTERVAL,
+                        max(self.checkpoint_every, 9 * snap.seconds, 1.5 * self.last_write_seconds),
+                    )
                 if now - last_rate >= 1.0:
                     m.RATE.set(rate_count / (now - last_rate))
                     rate_count, last_rate = 0, now
                 if now - last_lag >= 2.0:
                     m.LAG.labels(self.group).set(sum(self.bus.lag(self.group, TOPIC).values()))
                     last_lag = now
-            self.save(consumer)
+            self.save(consumer, wait=True)
         finally:
+            if self._writing is not None:  # stopped by an error: let a write in flight end
+                with contextlib.suppress(Exception):
+                    self._writing[0].result()
+                self._writing = None
+            gc.unfreeze()  # back in sight: this process may go on without the state
             consumer.close()
         self.report.seconds = time.monotonic() - t0
         return self.summary()
@@ -379,6 +426,9 @@ class StreamRunner:
         }  # fmt: skip
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
         self.checkpoint.close()
         if self._store is not None:
             self._store.close()

@@ -52,12 +52,18 @@ NEVER: Final = -(2**62)
 
 
 class Deduper:
-    """``event_id`` hashes seen, in buckets by event day, kept for ``horizon``."""
+    """``event_id`` hashes seen, in buckets by event day, kept for ``horizon``.
+
+    ``pending`` (the hashes added per day) and ``dropped`` (days forgotten) since the
+    last checkpoint let the checkpoint write only what is new: a day's bucket grows
+    all day long, and rewriting it whole every second would grow with it.
+    """
 
     def __init__(self, horizon: timedelta) -> None:
         self.horizon = horizon // timedelta(microseconds=1)
         self.buckets: dict[int, set[int]] = {}
-        self.changed: set[int] = set()
+        self.pending: dict[int, list[np.ndarray]] = {}
+        self.dropped: set[int] = set()
 
     @staticmethod
     def hashes(event_ids: Sequence[str]) -> np.ndarray:
@@ -70,8 +76,9 @@ class Deduper:
         keys = self.hashes(event_ids)
         days = ts // DAY
         for d in np.unique(days).tolist():
-            self.buckets.setdefault(d, set()).update(keys[days == d].tolist())
-            self.changed.add(d)
+            new = keys[days == d]
+            self.buckets.setdefault(d, set()).update(new.tolist())
+            self.pending.setdefault(d, []).append(new)
 
     def seen(self, event_ids: Sequence[str], ts: np.ndarray, now: int) -> np.ndarray:
         """Mark duplicates (also within the batch) and remember the rest."""
@@ -91,14 +98,15 @@ class Deduper:
                     found |= s.intersection(batch)
             if found:
                 out[at[np.isin(keys[at], np.fromiter(found, np.uint64, len(found)))]] = True
-            fresh = keys[at[~out[at]]].tolist()
-            if fresh:
-                buckets.setdefault(d, set()).update(fresh)
-                self.changed.add(d)
+            fresh = keys[at[~out[at]]]
+            if len(fresh):
+                buckets.setdefault(d, set()).update(fresh.tolist())
+                self.pending.setdefault(d, []).append(fresh)
         oldest = (now - self.horizon) // DAY - 1
         for b in [b for b in buckets if b < oldest]:
             del buckets[b]
-            self.changed.add(b)
+            self.pending.pop(b, None)
+            self.dropped.add(b)
         return out
 
 
