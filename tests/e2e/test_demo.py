@@ -37,6 +37,10 @@ def test_demo_runs_the_loop_and_every_record_matches_the_truth(tmp_path: Path):
         live["ingest"]["accepted"] + live["ingest"]["duplicates"] == live["collector"]["accepted"]
     )
     assert live["features"]["messages"] == live["collector"]["accepted"]
+    parity = live["parity"]  # stream vs batch as of the stream's clock, per active user
+    assert parity["entities"] > 20 and parity["values"] > 100
+    # every difference is explained by events that came later than allowed_lateness
+    assert len(parity["differ"]) <= sum(parity["too_late"].values())
     reconcile = steps["reconcile every record with the simulator's truth"]
     assert reconcile["matches_truth"] is True
     trained = steps["train, register and promote the ctr model"]
