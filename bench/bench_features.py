@@ -70,6 +70,11 @@ FEATURES: dict[str, Any] = {
     },
 }
 SETS = list(FEATURES)
+# live freshness as a user sees it: probe events ("k:sent_us") whose last value a separate
+# process reads from the online store
+PROBE = {"entity": "user_id", "where": "type = 'probe'",
+         "aggregate": [{"op": "last", "column": "props.probe"}]}  # fmt: skip
+PROBE_USER = "__probe__"
 H, D = 3_600_000_000, 86_400_000_000
 
 
@@ -88,7 +93,7 @@ def _project(root: Path, sim: Path) -> Path:
             }],
             "dictionaries": {"shop_categories": d["shop_categories"]},
         },
-        "features": FEATURES,
+        "features": {**FEATURES, "probe": PROBE},
     }  # fmt: skip
     proj = root / "proj"
     proj.mkdir(parents=True, exist_ok=True)
@@ -356,12 +361,18 @@ def _live(proj: Path, seconds: float, rate: int) -> dict[str, float | None]:
     from clickloop.project import Project
 
     project = Project.load(proj, env=LIVE_HOME)
-    runner = StreamRunner(project, SETS, checkpoint_every=1.0, batch_size=5000, bootstrap="none")
+    runner = StreamRunner(project, [*SETS, "probe"], checkpoint_every=1.0, bootstrap="none")
     code = (
         f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench_features as b; "
         f"b.publish_live(sys.argv[1], {rate}, {seconds + 3})"
     )
     producer = subprocess.Popen([sys.executable, "-c", code, str(proj)])
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import bench_features as b; "
+        f"print(json.dumps(b.read_probes(sys.argv[1], {seconds + 2.0})))"
+    )
+    reader = subprocess.Popen([sys.executable, "-c", code, str(proj)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
     started = time.monotonic()
     warm = [True]
 
@@ -374,8 +385,48 @@ def _live(proj: Path, seconds: float, rate: int) -> dict[str, float | None]:
         runner.run(max_seconds=seconds + 2.0, on_batch=after_batch)
     finally:
         producer.wait(timeout=120)
+        out, _ = reader.communicate(timeout=120)
         runner.close()
-    return runner.report.percentiles()
+    seen = np.asarray(json.loads(out.strip().splitlines()[-1]) or [np.nan])
+    return {
+        **runner.report.percentiles(),
+        "probe_p50": float(np.percentile(seen, 50)),
+        "probe_p99": float(np.percentile(seen, 99)),
+        "probes": int(np.isfinite(seen).sum()),
+    }
+
+
+def read_probes(proj: str, seconds: float) -> list[float]:
+    """A reader beside the stream (a child process, as a user would be): polls the probe
+    entity in the online store every 2 ms; for each probe value that appears, the delay from
+    its event time to the read that saw it (ms). Probes overtaken between two reads became
+    visible at the same read; their send times are interpolated (they go out every tick).
+    The first two seconds (warm-up) are not measured."""
+    from clickloop.project import Project
+    from clickloop.stores.base import open_online_store
+
+    store = open_online_store(Project.load(proj, env=LIVE_HOME))
+    out: list[float] = []
+    last: tuple[int, int] | None = None
+    start = time.time()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            value = store.read(PROBE_USER, ["probe"]).get("probe__last_props_probe")
+        except Exception:  # the table does not exist before the first write
+            value = None
+        now = time.time()
+        if value is not None:
+            k, sent = (int(x) for x in value.split(":"))
+            if last is None or k > last[0]:
+                if last is not None and now - start >= 2.0:
+                    step = (sent - last[1]) / (k - last[0])
+                    out += [(now * 1e6 - (last[1] + step * j)) / 1000 for j in
+                            range(1, k - last[0] + 1)]  # fmt: skip
+                last = (k, sent)
+        time.sleep(0.002)
+    store.close()
+    return out
 
 
 def publish_live(proj: str, rate: int, seconds: float) -> None:
@@ -410,12 +461,25 @@ def publish_live(proj: str, rate: int, seconds: float) -> None:
     end = time.perf_counter() + seconds
     next_at = time.perf_counter()
     at = 0
+    probe = 0
     while time.perf_counter() < end and at < events.num_rows:
         chunk = events.slice(at, per_tick)
         at += per_tick
-        stamp = pa.array([datetime.now(UTC)] * chunk.num_rows, pa.timestamp("us", "UTC"))
+        now = datetime.now(UTC)
+        stamp = pa.array([now] * chunk.num_rows, pa.timestamp("us", "UTC"))
         chunk = chunk.set_column(1, "ts", stamp).set_column(2, "received_at", stamp)
-        producer.publish("events", to_messages(chunk))
+        probe += 1
+        sent = int(now.timestamp() * 1e6)
+        mark = chunk.slice(0, 1)
+        fields = {
+            "event_id": pa.array([f"probe-{probe}"]), "type": pa.array(["probe"]),
+            "user_id": pa.array([PROBE_USER]), "url": pa.nulls(1, pa.string()),
+            "props": pa.array([[("probe", f"{probe}:{sent}")]], mark.schema.field("props").type),
+        }  # fmt: skip
+        for name, value in fields.items():
+            i = mark.schema.get_field_index(name)
+            mark = mark.set_column(i, mark.schema.field(i), value)
+        producer.publish("events", to_messages(chunk) + to_messages(mark))
         next_at += tick
         time.sleep(max(0.0, next_at - time.perf_counter()))
     producer.close()

@@ -436,7 +436,9 @@ def as_of_values(project: Project, keys: Sequence[str], as_of: datetime,
         "ts": pa.array([as_of] * len(keys), pa.timestamp("us", tz="UTC")),
     })  # fmt: skip
     sets = feature_sets if feature_sets is not None else list(project.config.features)
-    t = training_set(project, ex, sets, entity="entity", ts="ts", knowledge=knowledge)
+    # the keys are whatever the sets are keyed by (users, sessions, items)
+    by = {s if isinstance(s, str) else s.name: "entity" for s in sets}
+    t = training_set(project, ex, sets, entity=by, ts="ts", knowledge=knowledge)
     return t.drop_columns(["ts"]).to_pylist()
 
 

@@ -550,6 +550,27 @@ class SetState:
             out[f.name] = feature_value(f, acc, self.clock)
         return out
 
+    def columns(self, entities: Sequence[str]) -> dict[str, list[Any]]:
+        """:meth:`values` of many entities, feature by feature (what the online store gets).
+
+        Column-wise, one pass per feature: several times faster than a dict per entity.
+        """
+        states = self.entities
+        ents = [states.get(e) for e in entities]
+        clock = self.clock
+        out: dict[str, list[Any]] = {}
+        for f in self.fs.features:
+            i, j = self._feature_slot[f.name]
+            if j < 0:
+                accs = [None if es is None else es.life[i] for es in ents]
+            else:
+                accs = [None if es is None else es.win[i][j] for es in ents]
+            if f.op == "count":
+                out[f.name] = [0 if a is None else a.n for a in accs]
+            else:
+                out[f.name] = [feature_value(f, a, clock) for a in accs]
+        return out
+
     def pending(self) -> int:
         """Expiry timers waiting (for metrics)."""
         return len(self._heap)

@@ -318,10 +318,7 @@ class FeatureStream:
         fs = st.fs
         entities = sorted(st.dirty)
         st.dirty.clear()
-        cols: dict[str, list[Any]] = {f.name: [] for f in fs.features}
-        for e in entities:
-            for name, v in st.values(e).items():
-                cols[name].append(v)
+        cols = st.columns(entities)
         self.stats.sets[feature_set].rows_emitted += len(entities)
         n = len(entities)
         table = {

@@ -251,3 +251,9 @@ def test_one_event_at_a_time_equals_micro_batches(events: list[dict], rnd) -> No
     for e in ("a", "b", "c"):
         got, want = stream.values("s", e), single.values(e)
         assert all(same(got[k], want[k]) for k in want), e
+    # many at once (what the online store gets) equals one by one
+    names = ["c", "never", "a", "b"]
+    cols = stream.states["s"].columns(names)
+    for r, e in enumerate(names):
+        one = stream.values("s", e)
+        assert all(same(cols[k][r], one[k]) for k in one), e
