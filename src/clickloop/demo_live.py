@@ -222,7 +222,7 @@ def _parity(project: Project, runner: Any, lines: list[bytes]) -> dict[str, Any]
     entities = sorted(users)
     clock = runner.stream.clock
     when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=clock)
-    sets = [fs.name for fs in runner.sets]
+    sets = [fs.name for fs in runner.sets if list(fs.entity) == ["user_id"]]  # keyed by user
     batch = as_of_values(project, entities, when, sets)
     identical, compared, differ = 0, 0, []
     for entity, row in zip(entities, batch, strict=True):

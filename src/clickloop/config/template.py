@@ -77,9 +77,27 @@ features:
       - {{op: count, windows: [1h, 1d, 7d]}}
       - {{op: distinct_count, column: url.item_id, windows: [1d, 7d]}}
       - {{op: top_k, column: category, k: 5, windows: [7d]}}
+      - {{op: histogram, column: category, k: 20, windows: [7d, 30d]}}   # views per category
       - {{op: since_last}}
   user_clicks:
     entity: user_id
+    where: "type = 'click'"
+    aggregate:
+      - {{op: count, windows: [1d, 7d]}}
+  session_activity:                          # keyed by the session: what this visit is about
+    entity: session_id
+    where: "type = 'page_view'"
+    derive: {{category: url.category}}
+    aggregate:
+      - {{op: count, windows: [lifetime]}}
+      - {{op: histogram, column: category, k: 20, windows: [lifetime]}}
+  item_impressions:                          # keyed by the item: its popularity
+    entity: props.item_id
+    where: "type = 'impression'"
+    aggregate:
+      - {{op: count, windows: [1d, 7d]}}
+  item_clicks:
+    entity: props.item_id
     where: "type = 'click'"
     aggregate:
       - {{op: count, windows: [1d, 7d]}}
@@ -91,10 +109,14 @@ models:
   ctr:
     examples: "type = 'impression'"          # which events are examples
     label: {{event: "type = 'click'", match: [user_id, props.item_id], within: 30m}}
-    features: [user_activity, user_clicks, request.url]   # request.url: page__*, item__* fields
-    context: [props.position]                # request-time fields of the example itself
-    crosses:                                 # is the item's category among the user's top 5?
+    features: [user_activity, user_clicks, session_activity, item_impressions, item_clicks,
+               request.url]                  # request.url: page__*, item__* fields
+    context: [props.position, props.device]  # request-time fields of the example itself
+    crosses:                                 # the user's and the session's interest in the item
       - {{feature: user_activity__top_k_category_7d, key: item__category}}
+      - {{feature: user_activity__histogram_category_7d, key: item__category}}
+      - {{feature: user_activity__histogram_category_30d, key: item__category}}
+      - {{feature: session_activity__histogram_category, key: item__category}}
     split: {{by: time, test: 20%, validation: 10%, gap: 1h}}
     sampling: {{negatives: 0.25}}              # scores are prior-corrected back to the true rate
     selection: {{max_features: 50, leakage_auc: 0.99}}

@@ -41,6 +41,30 @@ TS = "ts"
 HOST = "host"
 USER_KIND = "user_kind"
 CONTEXT_PREFIX = "ctx__"
+KEY_PREFIX = "key__"  # example columns holding the keys of feature sets with another entity
+
+
+def set_entities(project: Project, cfg: ModelConfig) -> list[str]:
+    """Entity references of the model's feature sets other than the model's own entity.
+
+    >>> set_entities(project, cfg)                 # an item-keyed set    # doctest: +SKIP
+    ['props.item_id']
+    """
+    out: list[str] = []
+    for name in cfg.features:
+        fs = project.config.features.get(name)
+        if fs is None:
+            continue
+        refs = fs.entity if isinstance(fs.entity, list) else [fs.entity]
+        if len(refs) != 1:
+            raise ConfigError(
+                f"features.{name}.entity: a composite key ({', '.join(refs)}) cannot be "
+                f"joined to the examples of a model",
+                hint="key the set by one column, e.g. props.item_id",
+            )
+        if refs[0] != cfg.entity and refs[0] not in out:
+            out.append(refs[0])
+    return out
 
 
 @dataclass
@@ -140,7 +164,7 @@ def build_examples(
         # outcomes may arrive up to `within` after the last example
         rel = events_relation(project, con, t0, t1 + within if t1 else None, events=events)
         rel.create_view("cl_ev", replace=True)
-        return _query(con, cfg, where, t0, t1, within)
+        return _query(con, cfg, where, t0, t1, within, set_entities(project, cfg))
     finally:
         if own:
             con.close()
@@ -166,11 +190,13 @@ def _query(
     t0: datetime | None,
     t1: datetime | None,
     within: timedelta,
+    entities: list[str] | None = None,
 ) -> Examples:
     within_us = int(within / timedelta(microseconds=1))
     try:
         keys = [column_sql(k) for k in cfg.label.match]
         ctx = [(column_sql(c), CONTEXT_PREFIX + column_name(c)) for c in cfg.context]
+        ctx += [(column_sql(e), KEY_PREFIX + column_name(e)) for e in entities or []]
         entity = column_sql(cfg.entity)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from exc

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from clickloop.config.ml import ModelConfig
-from clickloop.errors import ConfigError, DataError, NotFoundError
-from clickloop.training.examples import TS
+from clickloop.errors import ConfigError, DataError, InvalidInputError, NotFoundError
+from clickloop.training.examples import KEY_PREFIX, TS
+from clickloop.training.exprs import column_name
 from clickloop.training.request import URL_FEATURES, request_columns
 
 if TYPE_CHECKING:
@@ -71,8 +73,8 @@ def entity_features(
     names_fn = None
     if feature_fn is None:
         feature_fn, names_fn = _features_api()
-    keys = examples.select([entity, TS])
-    out = feature_fn(project, keys, sets, entity=entity, ts=TS)
+    keys, by = _set_keys(project, sets, entity, examples, where)
+    out = feature_fn(project, keys, sets, entity=by, ts=TS)
     if out.num_rows != examples.num_rows:
         raise DataError(
             f"the feature join returned {out.num_rows} rows for {examples.num_rows} examples",
@@ -81,8 +83,55 @@ def entity_features(
     if names_fn is not None:
         names = [n for n in names_fn(project, sets) if n in out.column_names]
     else:
-        names = [n for n in out.column_names if n not in (entity, TS)]
+        names = [n for n in out.column_names if n not in keys.column_names]
     return out.select(names)
+
+
+def _set_keys(
+    project: Project, sets: list[str], entity: str, examples: pa.Table, where: str
+) -> tuple[pa.Table, str | dict[str, str]]:
+    """The key columns the feature join needs: the model's entity, and one per other entity.
+
+    A set keyed by the model's entity (``user_id``) joins on it; a set keyed by
+    something else (``props.item_id``, ``session_id``) joins on the example's own
+    value of it: the ``key__…`` column examples carry, the column of that name, or
+    the property read from a request's ``props``.
+    """
+    keys = examples.select([entity, TS])
+    by: dict[str, str] = {}
+    for name in sets:
+        fs = project.config.features.get(name)
+        ref = fs.entity if fs is not None else entity
+        ref = ref[0] if isinstance(ref, list) and len(ref) == 1 else ref
+        if not isinstance(ref, str) or ref == entity:
+            by[name] = entity
+            continue
+        col = KEY_PREFIX + column_name(ref)
+        if col not in keys.column_names:
+            keys = keys.append_column(col, _key_values(examples, ref, col, where))
+        by[name] = col
+    if all(c == entity for c in by.values()):
+        return keys, entity
+    return keys, by
+
+
+def _key_values(examples: pa.Table, ref: str, col: str, where: str) -> pa.Array:
+    if col in examples.column_names:
+        return pc.cast(examples.column(col).combine_chunks(), pa.string())
+    if ref in examples.column_names:
+        return pc.cast(examples.column(ref).combine_chunks(), pa.string())
+    name = ref.removeprefix("props.")
+    if ref.startswith("props.") and "props" in examples.column_names:
+        props = examples.column("props").combine_chunks()
+        if pa.types.is_map(props.type):
+            return pc.cast(pc.map_lookup(props, name, "first"), pa.string())
+        if pa.types.is_struct(props.type) and name in [f.name for f in props.type]:
+            return pc.cast(pc.struct_field(props, name), pa.string())
+    raise InvalidInputError(
+        f"{where}: a feature set is keyed by {ref}, and the rows have no {ref!r} to join on",
+        hint=f"give each row a {ref!r} column"
+        + (f" or a props map with {name!r}" if ref.startswith("props.") else ""),
+    )
 
 
 def join_features(
