@@ -9,9 +9,12 @@ join on (user, time window) with per-window FILTERs, an ASOF join for
 in its own process so that its peak memory (max RSS) is its own.
 
 Streaming: the events published to the local bus beforehand, consumed by
-``StreamRunner`` into the SQLite online store (throughput); then live traffic
-stamped with the current time at 20,000 events/s (freshness: event time →
-row written). Baseline: polling and decoding the same messages with no features.
+``StreamRunner`` into the SQLite online store (throughput, three runs, each against
+polling and decoding the same messages with no features); the bootstrap of the
+stream state from the whole lake (against a plain scan of the lake files); then
+live traffic stamped with the current time at 20,000 events/s (freshness: event
+time → row written, as the engine measures it and as a separate process polling
+probe events in the online store sees it).
 """
 
 from __future__ import annotations
@@ -328,26 +331,60 @@ def _stream(proj: Path, live_seconds: float, rate: int) -> dict[str, Any]:
     del tables
     for i in range(0, len(msgs), 20_000):
         producer.publish("events", msgs[i : i + 20_000])
-    # the floor: poll + decode only
-    c = bus.consumer("floor", ["events"])
-    t0 = time.perf_counter()
-    seen = 0
-    while seen < n:
-        got = c.poll(20_000, 0.5)
-        if not got:
-            break
-        decode([m.value for m in got], max_future=project.config.ingest.max_future)
-        seen += len(got)
-    floor = seen / (time.perf_counter() - t0)
-    c.close()
-    runner = StreamRunner(project, SETS, bus=bus, checkpoint_every=1.0, bootstrap="none")
-    t0 = time.perf_counter()
-    report = runner.run(max_messages=n, until_idle=2.0)
-    rate_backlog = report["messages"] / (time.perf_counter() - t0)
-    runner.close()
+    floors, rates = [], []
+    for k in range(3):  # interleaved: the floor and the engine see the same machine load
+        # the floor: poll + decode only
+        c = bus.consumer(f"floor-{k}", ["events"])
+        t0 = time.perf_counter()
+        seen = 0
+        while seen < n:
+            got = c.poll(20_000, 0.5)
+            if not got:
+                break
+            decode([m.value for m in got], max_future=project.config.ingest.max_future)
+            seen += len(got)
+        floors.append(seen / (time.perf_counter() - t0))
+        c.close()
+        runner = StreamRunner(project, SETS, bus=bus, group=f"features-{k}", checkpoint_every=1.0,
+                              bootstrap="none")  # fmt: skip
+        t0 = time.perf_counter()
+        report = runner.run(max_messages=n, until_idle=2.0)
+        rates.append(report["messages"] / (time.perf_counter() - t0))
+        runner.close()
     bus.close()
+    boot = _bootstrap(project)
     fresh = _live(proj, live_seconds, rate)
-    return {"events": n, "rate": rate_backlog, "floor": floor, "fresh": fresh}
+    return {"events": n, "rates": rates, "floors": floors, "fresh": fresh, "boot": boot}
+
+
+def _bootstrap(project: Any) -> dict[str, float]:
+    """Seeding the stream state from the whole lake (``since_last`` is a lifetime feature:
+    all history), against a plain scan of the same lake files (the floor of any reader)."""
+    import pyarrow.dataset as ds
+
+    from clickloop.events.schema import EVENT_SCHEMA
+    from clickloop.features.runner import StreamRunner
+    from clickloop.lake import open_lake
+
+    lake = open_lake(project)
+    files = [lake.storage.path(e.path) for e in lake.refresh().files.values()
+             if e.kind == "events"]  # fmt: skip
+    t0 = time.perf_counter()
+    rows = 0
+    fmt = ds.ParquetFileFormat()
+    scan = ds.FileSystemDataset.from_paths(files, schema=EVENT_SCHEMA, format=fmt,
+                                           filesystem=lake.arrow_fs)  # fmt: skip
+    for batch in scan.to_batches(batch_size=262_144):
+        rows += batch.num_rows
+    scan_rate = rows / (time.perf_counter() - t0)
+    lake.close()
+    runner = StreamRunner(project, SETS, group="bootstrap", bootstrap="lake")
+    t0 = time.perf_counter()
+    report = runner.bootstrap()
+    seconds = time.perf_counter() - t0
+    runner.close()
+    return {"events": report.events, "rate": report.events / seconds, "scan": scan_rate,
+            "seconds": seconds, "rows_written": report.rows_written}  # fmt: skip
 
 
 LIVE_HOME = {"CLICKLOOP_HOME": ".clickloop-live"}  # its own bus, state and online store
@@ -533,20 +570,38 @@ def run(ctx: Context) -> list[dict]:
         },
     ]  # fmt: skip
     st = _stream(proj, 10.0 if quick else 20.0, 20_000)
+    rate, floor = statistics.median(st["rates"]), statistics.median(st["floors"])
+    fresh, boot = st["fresh"], st["boot"]
     results += [
         {
             "name": f"streaming engine, backlog of {st['events']:,} events into SQLite",
-            "median": st["rate"], "unit": "events/s", "fmt": "{:,.0f}", "runs": [st["rate"]],
-            "baseline": st["floor"], "baseline_name": "poll + decode only",
-            "ratio": st["floor"] / st["rate"], "target": "≥ 50,000 events/s per process",
-            "ok": st["rate"] >= 50_000 if not quick else None,
+            "median": rate, "unit": "events/s", "fmt": "{:,.0f}", "runs": st["rates"],
+            "baseline": floor, "baseline_name": "poll + decode only",
+            "ratio": floor / rate, "target": "≥ 50,000 events/s per process",
+            "ok": rate >= 50_000 if not quick else None,
         },
         {
             "name": "streaming freshness p99 (event time → online store), live 20k events/s",
-            "median": st["fresh"]["p99"] or float("nan"), "unit": "ms", "fmt": "{:,.0f}",
-            "runs": [st["fresh"]["p50"] or float("nan"), st["fresh"]["p99"] or float("nan")],
-            "target": "p99 ≤ 1000 ms (runs: p50, p99)",
-            "ok": (st["fresh"]["p99"] or 1e9) <= 1000 if not quick else None,
+            "median": fresh["p99"] or float("nan"), "unit": "ms", "fmt": "{:,.0f}",
+            "runs": [fresh["p50"] or float("nan"), fresh["p99"] or float("nan")],
+            "target": "p99 ≤ 1000 ms (runs: p50, p99; the engine's metric, every event)",
+            "ok": (fresh["p99"] or 1e9) <= 1000 if not quick else None,
+        },
+        {
+            "name": "streaming freshness p99 as a reader sees it (separate process polling the "
+                    "online store every 2 ms for probe events), live 20k events/s",
+            "median": fresh["probe_p99"], "unit": "ms", "fmt": "{:,.0f}",
+            "runs": [fresh["probe_p50"], fresh["probe_p99"]],
+            "target": f"p99 ≤ 1000 ms (runs: p50, p99; {fresh['probes']} probes)",
+            "ok": fresh["probe_p99"] <= 1000 if not quick else None,
+        },
+        {
+            "name": f"stream bootstrap from the lake ({boot['events']:,} events, all history; "
+                    f"{boot['rows_written']:,} online rows)",
+            "median": boot["rate"], "unit": "events/s", "fmt": "{:,.0f}", "runs": [boot["rate"]],
+            "baseline": boot["scan"], "baseline_name": "plain scan of the lake files",
+            "ratio": boot["scan"] / boot["rate"],
+            "target": f"{boot['seconds']:,.1f} s in all",
         },
     ]  # fmt: skip
     return results
