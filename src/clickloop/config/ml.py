@@ -306,9 +306,9 @@ class GatesConfig(Section):
 
 
 class CrossConfig(Section):
-    """Look a request value up in an entity's list/map feature (e.g. item category in top-5)."""
+    """Look a request value up in a list/map feature (rank, count), or compare it with a scalar."""
 
-    feature: str = Field(..., description="a list (top_k) or map (histogram) feature")
+    feature: str = Field(..., description="a list (top_k), map (histogram) or scalar feature")
     key: str = Field(..., description="a request-time column, e.g. item__category")
     name: str | None = None
 

@@ -117,6 +117,7 @@ models:
       - {{feature: user_activity__histogram_category_7d, key: item__category}}
       - {{feature: user_activity__histogram_category_30d, key: item__category}}
       - {{feature: session_activity__histogram_category, key: item__category}}
+      - {{feature: page__category, key: item__category}}   # is the page about the item's category?
     split: {{by: time, test: 20%, validation: 10%, gap: 1h}}
     sampling: {{negatives: 0.25}}              # scores are prior-corrected back to the true rate
     selection: {{max_features: 50, leakage_auc: 0.99}}

@@ -160,12 +160,16 @@ def join_features(
             candidates.append(name)
     crosses = []
     for x in cfg.crosses:
-        name = x.name or f"{x.feature}__rank_of__{x.key}"
         for col in (x.feature, x.key):
             if col not in table.column_names:
                 raise ConfigError(
                     f"{where}.crosses: no column {col!r} among the features",
                     hint=f"available: {', '.join(candidates)}",
                 )
+        t = table.column(x.feature).type
+        how = "count_of" if pa.types.is_map(t) else "rank_of"
+        if not (pa.types.is_map(t) or pa.types.is_list(t) or pa.types.is_large_list(t)):
+            how = "equals"  # a scalar: does the request value equal it?
+        name = x.name or f"{x.feature}__{how}__{x.key}"
         crosses.append((name, x.feature, x.key))
     return table, candidates, crosses

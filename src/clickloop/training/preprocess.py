@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from clickloop.errors import InvalidInputError
 
-Kind = Literal["numeric", "text_numeric", "categorical", "cross_list", "cross_map"]
+Kind = Literal["numeric", "text_numeric", "categorical", "cross_list", "cross_map", "cross_equal"]
 Encoding = Literal["native", "onehot"]
 MAX_VOCAB = 250
 MIN_COUNT = 10
@@ -105,7 +105,13 @@ class Preprocessor:
             specs.append(_learn(name, col))
         for name, feat, key in crosses or []:
             t = table.column(feat).type
-            kind: Kind = "cross_map" if pa.types.is_map(t) else "cross_list"
+            kind: Kind = (
+                "cross_map"
+                if pa.types.is_map(t)
+                else "cross_list"
+                if pa.types.is_list(t) or pa.types.is_large_list(t)
+                else "cross_equal"
+            )
             spec = ColumnSpec(name, kind, [feat, key])
             specs.append(_stats(spec, _cross(table, spec)))
         return cls(specs, encoding)
@@ -214,7 +220,7 @@ def _stats(spec: ColumnSpec, v: np.ndarray) -> ColumnSpec:
 
 def _values(table: pa.Table, s: ColumnSpec) -> np.ndarray:
     """One float column: numbers, parsed text, category codes (NaN = missing)."""
-    if s.kind in ("cross_list", "cross_map"):
+    if s.kind in ("cross_list", "cross_map", "cross_equal"):
         return _cross(table, s)
     col = table.column(s.name)
     if s.kind == "numeric":
@@ -239,8 +245,14 @@ def _cross(table: pa.Table, s: ColumnSpec) -> np.ndarray:
     List (top-k): 1-based rank of the key in the list, 0 when absent.
     Map (histogram): the value under the key, 0 when absent. NaN when the
     feature itself is missing (the entity has no history).
+    Scalar (e.g. the page's category against the item's): 1 when equal, 0 when
+    not, NaN when either is missing.
     """
     feat_name, key_name = s.inputs
+    if s.kind == "cross_equal":
+        a, b = _as_text(table.column(feat_name)), _as_text(table.column(key_name))
+        eq = pc.equal(a, b).cast(pa.float64()).fill_null(np.nan)
+        return np.asarray(eq.to_numpy(zero_copy_only=False), dtype=np.float64)
     feat = pa.concat_arrays(table.column(feat_name).chunks)  # fresh buffers, offset 0
     key = _as_text(table.column(key_name))
     n = len(feat)
