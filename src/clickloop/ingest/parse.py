@@ -114,7 +114,7 @@ def parse_messages(values: Sequence[bytes]) -> Parsed:
     # (or is a bare `null`): every message must start with "{" and hold no newline
     arr = np.frombuffer(joined, np.uint8)
     starts = np.zeros(n, np.int64)
-    np.cumsum(np.fromiter((len(v) + 1 for v in values), np.int64, n)[:-1], out=starts[1:])
+    np.cumsum(np.fromiter(map(len, values), np.int64, n)[:-1] + 1, out=starts[1:])
     braced = len(arr) > 0 and bool((arr[np.minimum(starts, len(arr) - 1)] == _OPEN_BRACE).all())
     if braced and int(np.count_nonzero(arr == _NEWLINE)) == n - 1:
         table = _read(joined)

@@ -28,7 +28,9 @@ Several ingesters in one consumer group share the partitions.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import os
 import threading
 import time
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import xxhash
 
@@ -51,7 +53,7 @@ from clickloop.lake.log import SourceCounts
 
 if TYPE_CHECKING:
     from clickloop.lake.lake import Lake
-    from clickloop.lake.writer import LakeWriter
+    from clickloop.lake.writer import CommitResult, LakeWriter
     from clickloop.project import Project
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,20 @@ def _origins(msgs: list[Message]) -> Callable[[int], str]:
         return f"{m.topic}/{m.partition}@{m.offset}"
 
     return origin
+
+
+_TP: Final = operator.itemgetter(0, 1)  # Message → (topic, partition)
+_OFFSET: Final = operator.itemgetter(2)
+_VALUE: Final = operator.itemgetter(4)
+
+
+def _by_partition(msgs: list[Message]) -> dict[TopicPartition, list[Message]]:
+    """Messages grouped by partition, in order (a consumer returns them in runs of one
+    partition: grouped at C speed, not message by message)."""
+    out: dict[TopicPartition, list[Message]] = defaultdict(list)
+    for tp, run in itertools.groupby(msgs, key=_TP):
+        out[tp].extend(run)
+    return out
 
 
 def message_hash(value: bytes) -> str:
@@ -160,8 +176,12 @@ class StreamIngester:
         self._rejoin_after = max(30.0, 3 * seconds)
         self._crash = CrashHook()
         self._inflight: _Batch | None = None
+        self._committing: tuple[_Batch, Future[tuple[Outcome, CommitResult]]] | None = None
         self.workers = max(1, workers or os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ingest-parse")
+        # one lake commit at a time, off the polling thread: Parquet encoding and the
+        # fsyncs of batch k overlap the polling of batch k+1
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="ingest-commit")
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -172,6 +192,10 @@ class StreamIngester:
 
     def _reset_consumer(self) -> None:
         """Leave and rejoin the group: resume every partition from its committed offset."""
+        try:  # a commit still running finishes first; its messages come again either way
+            self._finish_commit(bus=False)
+        except Exception as exc:  # not in the lake: redelivered by the rejoined group
+            log.warning("a lake commit failed while rejoining the group: %s", exc)
         if self._consumer is not None:
             try:
                 self._consumer.close()
@@ -231,8 +255,9 @@ class StreamIngester:
         return self.report
 
     def close(self) -> None:
-        """Release the worker thread (after :meth:`run`, or when driving :meth:`step`)."""
+        """Release the worker threads (after :meth:`run`, or when driving :meth:`step`)."""
         self._pool.shutdown(wait=True)
+        self._committer.shutdown(wait=True)
 
     # -- one micro-batch -----------------------------------------------------------------
 
@@ -243,8 +268,14 @@ class StreamIngester:
         batch = self._poll(consumer, stop)
         self._update_lag()
         now = time.monotonic()
-        for m in batch:
-            self._seen[(m.topic, m.partition)] = now
+        by_tp = _by_partition(batch)
+        for tp in by_tp:
+            self._seen[tp] = now
+        # the commit started last step ran while this batch was polled: finish it (its bus
+        # offsets) before anything reads the writer's state
+        self._finish_commit()
+        if self._consumer is not consumer:
+            return len(batch)  # it conflicted: the group is rejoined, these come again
         if batch:
             self._watch_every = WATCH_EVERY
             self._assigned_at = now  # messages come only from assigned partitions
@@ -261,20 +292,21 @@ class StreamIngester:
         if self._inflight is not None:
             view.update(self._inflight.checkpoints)
         fresh: list[Message] = []
-        by_tp: dict[TopicPartition, list[Message]] = defaultdict(list)
-        for m in batch:
-            by_tp[(m.topic, m.partition)].append(m)
         expect: dict[str, Any] = {}
         for tp, msgs in by_tp.items():
             key = self._key(tp)
             expect[key] = view.get(key)
             fresh += self._new_messages(tp, msgs, view.get(key))
         job = self._submit(fresh, expect) if fresh else None
-        self.flush()  # the previous batch commits while this one is parsed
-        if job is not None and self._consumer is consumer:
+        # the previous batch commits (on the committer thread) while this one is parsed and
+        # the next one polled
+        self._start_commit()
+        if job is not None:
             self._inflight = job
-        elif not fresh:
-            self._commit_bus(consumer, {})
+        else:
+            self._finish_commit()
+            if self._consumer is consumer:
+                self._commit_bus(consumer, {})
         return len(batch)
 
     def _poll(self, consumer: Consumer, stop: threading.Event | None) -> list[Message]:
@@ -301,6 +333,8 @@ class StreamIngester:
         if not cp:
             return msgs
         nxt = int(cp["next"])
+        if min(map(_OFFSET, msgs)) >= nxt:  # the usual case, checked at C speed
+            return msgs
         fresh = [m for m in msgs if m.offset >= nxt]
         below = [m for m in msgs if m.offset < nxt]
         if not below:
@@ -331,11 +365,7 @@ class StreamIngester:
 
     def _submit(self, msgs: list[Message], expect: dict[str, Any]) -> _Batch:
         """Start parsing and validating ``msgs`` on the worker thread."""
-        ends: dict[TopicPartition, Message] = {}
-        for m in msgs:
-            tp = (m.topic, m.partition)
-            if tp not in ends or m.offset > ends[tp].offset:
-                ends[tp] = m
+        ends = {tp: max(part, key=_OFFSET) for tp, part in _by_partition(msgs).items()}
         checkpoints = {
             self._key(tp): {"next": m.offset + 1, "last": message_hash(m.value)}
             for tp, m in ends.items()
@@ -345,7 +375,7 @@ class StreamIngester:
         futures = [
             self._pool.submit(
                 process_messages,
-                [m.value for m in part],
+                list(map(_VALUE, part)),
                 self.mapping,
                 source=self.source,
                 origin=_origins(part),
@@ -359,9 +389,19 @@ class StreamIngester:
 
     def flush(self) -> None:
         """Commit the batch in flight, if any: to the lake, then its offsets to the bus."""
+        self._start_commit()
+        self._finish_commit()
+
+    def _start_commit(self) -> None:
+        """Hand the batch in flight to the committer thread (after the one before it)."""
+        self._finish_commit()
         job, self._inflight = self._inflight, None
-        if job is None:
-            return
+        if job is not None:
+            self._committing = (job, self._committer.submit(self._commit_lake, job))
+
+    def _commit_lake(self, job: _Batch) -> tuple[Outcome, CommitResult]:
+        """On the committer thread: the batch's events, rejects and checkpoints, in one
+        lake commit (a :class:`ConflictError` if another member advanced a partition)."""
         assert self._writer is not None
         outcome = merge_outcomes([f.result() for f in job.futures])
         txn = self._writer.begin(self.source, "ingest-stream")
@@ -372,17 +412,26 @@ class StreamIngester:
                 txn.checkpoint(key, value, expect=job.expect[key])
             txn.info = {"messages": job.messages}
             self._crash.at("stream-staged")
-            result = txn.commit()
-        except ConflictError as exc:
-            txn.abort()
-            self.report.conflicts += 1
-            self.metrics.conflicts.inc()
-            log.info("dropping a batch: %s; rejoining the group", exc.message)
-            self._reset_consumer()
-            return
+            return outcome, txn.commit()
         except BaseException:
             txn.abort()
             raise
+
+    def _finish_commit(self, *, bus: bool = True) -> None:
+        """Wait for the lake commit in progress, if any; then commit its bus offsets."""
+        pending, self._committing = self._committing, None
+        if pending is None:
+            return
+        job, future = pending
+        try:
+            outcome, result = future.result()
+        except ConflictError as exc:
+            self.report.conflicts += 1
+            self.metrics.conflicts.inc()
+            log.info("dropping a batch: %s; rejoining the group", exc.message)
+            if bus:
+                self._reset_consumer()
+            return
         self._crash.at("stream-lake-committed")
         self.metrics.observe_commit(result, "ingest-stream")
         self.metrics.batch.observe(job.messages)
@@ -391,8 +440,9 @@ class StreamIngester:
             self.report.counts.add(c)
         if len(outcome.events):
             newest = int(outcome.events.column("ts").cast("int64").to_numpy().max())
+            assert self._writer is not None
             self._writer.trim(newest)
-        if self._consumer is not None:
+        if bus and self._consumer is not None:
             self._commit_bus(self._consumer, job.offsets)
 
     def _commit_bus(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
