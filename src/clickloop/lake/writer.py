@@ -214,22 +214,25 @@ class Transaction:
             return keep
         kept_sorted = order[keep[order]]
         self._pending.add(hashes[kept_sorted], ts[kept_sorted], presorted=True)
-        if accepted < n:
-            idx = pa.array(np.nonzero(keep)[0])
-            events, hashes, ts = events.take(idx), hashes[keep], ts[keep]
         received = _micros(events.column("received_at"))
         days = ts // DAY_US
-        for day, rows in _groups(days):
+        kept = None if accepted == n else np.flatnonzero(keep)
+        for day, group in _groups(days if kept is None else days[kept]):
+            # rows of the input: one take per day at most (none for a batch of one day
+            # without duplicates), not one to drop the duplicates and more per day
+            rows = group if kept is None else (kept if group is None else kept[group])
             staged = self._events.get(day)
             if staged is None:
                 rel = self.writer.new_name(f"{EVENTS_DIR}/dt={day_name(day)}")
                 staged = self._events[day] = _Staged(self.lake, rel, EVENT_SCHEMA)
             part = events if rows is None else events.take(pa.array(rows))
-            h = hashes if rows is None else hashes[rows]
             t = ts if rows is None else ts[rows]
             staged.add(part, t, received if rows is None else received[rows])
-            staged.hashes.append(h)
-            staged.ts.append(t)
+            # the sidecar lists ids sorted by hash: this part goes in as a sorted run (the
+            # sort above says how), so closing the file merges runs instead of sorting
+            run = kept_sorted if group is None else kept_sorted[days[kept_sorted] == day]
+            staged.hashes.append(hashes[run])
+            staged.ts.append(ts[run])
         return keep
 
     def add_rejects(self, rejects: pa.Table) -> None:
