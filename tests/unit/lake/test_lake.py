@@ -205,3 +205,32 @@ def test_time_bounds_accept_dates_strings_and_naive_datetimes(lake: Lake):
     assert lake.events(end=datetime(2026, 11, 2, tzinfo=UTC).date()).count_rows() == 24
     with pytest.raises(UsageError, match="not a time"):
         lake.events("yesterday")
+
+
+def test_a_batch_over_several_days_with_duplicates_lands_once_and_dedupes_later(lake: Lake):
+    import pyarrow.parquet as pq
+
+    from clickloop.lake.idindex import decode_sidecar, id_hash
+
+    events = make_events(300, step=timedelta(minutes=29))  # ~6 days, interleaved below
+    shuffled = events.take(pa.array([(i * 7) % 300 for i in range(300)]))
+    batch = pa.concat_tables([shuffled, events.slice(40, 25)])  # in-batch repeats
+    result = lake.append_events(batch, source="a")
+    assert result.counts["a"].accepted == 300 and result.counts["a"].duplicates == 25
+    back = lake.events().to_table()
+    assert back.sort_by("event_id").equals(events.sort_by("event_id"))
+    storage = lake.storage
+    for entry in lake.files("events"):
+        table = pq.read_table(storage.path(entry.path), filesystem=lake.arrow_fs)
+        assert table.num_rows == entry.rows > 0
+        assert {t.date().isoformat() for t in table.column("ts").to_pylist()} == {entry.dt}
+        # the dedupe sidecar lists exactly the file's ids, sorted by hash
+        h, t = decode_sidecar(storage.read(entry.ids), entry.ids)
+        assert (h[1:] >= h[:-1]).all()
+        ids = id_hash(table.column("event_id")).tolist()
+        want = sorted(zip(ids, table.column("ts").cast(pa.int64()).to_pylist(), strict=True))
+        assert sorted(zip(h.tolist(), t.tolist(), strict=True)) == want
+    fresh = Lake.open(lake.url)  # a new writer dedupes against those sidecars
+    again = fresh.append_events(events.slice(100, 50), source="b")
+    assert again.counts["b"].duplicates == 50
+    fresh.close()
