@@ -134,7 +134,7 @@ def bootstrap(
     lo_ts, hi_ts = None, None
     for dt, entries in by_dt.items():
         newest = max(e.ts_max for e in entries)
-        sets = [name for name, f in froms.items() if f is None or newest >= f]
+        sets = {name: f for name, f in froms.items() if f is None or newest >= f}
         dataset = ds.FileSystemDataset.from_paths(
             [lake.storage.path(e.path) for e in entries],
             schema=EVENT_SCHEMA,

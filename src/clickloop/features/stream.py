@@ -29,7 +29,7 @@ online store and a checkpoint.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
@@ -217,7 +217,7 @@ class FeatureStream:
         self,
         events: pa.Table,
         *,
-        sets: Sequence[str] | None = None,
+        sets: Mapping[str, int | None] | None = None,
         remember_from: int | None = None,
     ) -> int:
         """Apply events the lake already holds as of :attr:`clock` (a bootstrap).
@@ -225,8 +225,9 @@ class FeatureStream:
         Set the clock first (:meth:`advance`) past every event fed here: events are
         neither deduplicated (the lake did that) nor judged late, and no watermark
         moves. Ids of events at or after ``remember_from`` (µs) go into the dedupe
-        memory so their copies on the bus count once. ``sets``: only these sets (an
-        event older than a set's longest window is useless to it). Returns rows read.
+        memory so their copies on the bus count once. ``sets``: only these sets, each
+        with the oldest event time it needs (None: all) — an event older than a set's
+        longest window is useless to it. Returns rows read.
         """
         n = events.num_rows
         if n == 0:
@@ -240,13 +241,16 @@ class FeatureStream:
             if recent.any():
                 ids = events.column("event_id").filter(pa.array(recent)).to_pylist()
                 self.dedupe.remember(ids, ts[recent])
-        names = set(self.states) if sets is None else set(sets)
+        since = dict.fromkeys(self.states) if sets is None else dict(sets)
         urls = self.urls.lookup(events.column("url")) if self.urls is not None else None
         for fs in self.sets:
-            if fs.name not in names:
+            if fs.name not in since:
                 continue
             rows = prepare(fs, events, urls)
             self.stats.sets[fs.name].filtered += n - rows.num_rows
+            lo = since[fs.name]
+            if lo is not None and rows.num_rows:
+                rows = rows.filter(pc.greater_equal(rows.column("ts"), lo))
             if rows.num_rows == 0:
                 continue
             self.states[fs.name].add_batch(

@@ -74,6 +74,7 @@ def test_bootstrap_reads_only_what_the_windows_need(tmp_path) -> None:
     assert report.read_from["l"] is None and report.events == len(evs)
     assert both.values("l", "a")["l__count"] == len(evs)
     assert both.values("w", "a")["w__count_10s"] == 3
+    assert both.stats.sets["w"].applied == 3  # older events, read for "l", are not applied to "w"
     assert both.clock == BASE + 190 * TICK + 1
     with pytest.raises(ValueError, match="empty"):
         bootstrap(both, lake)  # never on top of a state
