@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
+from pydantic import SecretStr
 
+from clickloop.config.infra import CollectorSourceConfig
 from clickloop.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
@@ -34,7 +37,11 @@ CATCH_UP_TIMEOUT = 300.0  # seconds for the ingester and the feature stream to d
 class Poster:
     """A keep-alive HTTP client posting NDJSON batches and tallying the collector's answers."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
+        self.headers = {
+            "Content-Type": "application/x-ndjson",
+            "Authorization": f"Bearer {token}",
+        }
         parts = urlsplit(url)
         self.conn = http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port, timeout=60
@@ -46,7 +53,7 @@ class Poster:
 
     def post(self, lines: list[bytes]) -> None:
         body = b"\n".join(lines) + b"\n"
-        self.conn.request("POST", "/v1/events", body, {"Content-Type": "application/x-ndjson"})
+        self.conn.request("POST", "/v1/events", body, self.headers)
         resp = self.conn.getresponse()
         answer = orjson.loads(resp.read() or b"{}")
         self.requests += 1
@@ -115,12 +122,20 @@ def run_live(
         threading.Thread(target=ingest, name="demo-ingest", daemon=True),
         threading.Thread(target=features, name="demo-features", daemon=True),
     ]
+    # a token for this run only (as a deployment would set COLLECTOR_TOKEN): never printed
+    token = secrets.token_urlsafe(24)
+    web = project.config.sources["web"]
+    if isinstance(web, CollectorSourceConfig):
+        web.tokens = [SecretStr(token)]
     t0 = time.perf_counter()
     with BackgroundCollector(project, "web") as collector:
-        story.say(f"collector listening on {collector.url} (POST /v1/events, GET /v1/p.gif)")
+        story.say(
+            f"collector listening on {collector.url} (POST /v1/events, GET /v1/p.gif; "
+            "bearer-token authentication with a token made for this run)"
+        )
         for t in threads:
             t.start()
-        poster = Poster(collector.url)
+        poster = Poster(collector.url, token)
         t_post = time.perf_counter()
         try:
             for i in range(0, len(lines), batch_size):
