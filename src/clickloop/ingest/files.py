@@ -22,6 +22,7 @@ import io
 import logging
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 BLOCK_BYTES: Final = 16 * 1024 * 1024  # ~45k events: amortises per-call costs of validation
 TABLE_ROWS: Final = 64 * 1024
+FINGERPRINT_THREADS: Final = 4
 _GLOB: Final = re.compile(r"[*?\[]")
 _EXTENSIONS: Final = {
     "jsonl": "jsonl",
@@ -131,7 +133,15 @@ def discover(
         f.compression = _compression_of(f) if compression == "auto" else compression
         if f.format == "parquet" and f.compression != "none":
             raise InvalidInputError(f"{f.url}: Parquet files are compressed inside; not gzip")
-        f.fingerprint = fingerprint(f)
+    # hashing releases the GIL and object-store lookups wait on the network: a few files
+    # at once (the import cannot start before every fingerprint is known)
+    if len(files) > 1:
+        with ThreadPoolExecutor(min(FINGERPRINT_THREADS, len(files))) as pool:
+            for f, fp in zip(files, pool.map(fingerprint, files), strict=True):
+                f.fingerprint = fp
+    else:
+        for f in files:
+            f.fingerprint = fingerprint(f)
     return files
 
 
