@@ -19,12 +19,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from clickloop.features.pit import hll_register, value_hash
+from clickloop.features.pit import hll_estimate, hll_register, value_hash
 
 if TYPE_CHECKING:
+    from clickloop.features.definition import Feature
     from clickloop.features.state import Agg, Needs
 
 SCALE = 1074
+
+
+def rounded(s: int) -> float:
+    """An exact sum (integer number of 2**-1074) as the nearest float."""
+    return s / (1 << SCALE)  # int / int: correctly rounded
 
 
 def _exact_all(values: list[float]) -> np.ndarray:
@@ -114,3 +120,44 @@ def _multisets(out: list[Agg], starts: np.ndarray, values: pa.Array | None) -> N
         ms = out[k // width].ms
         assert ms is not None
         ms[names[k % width]] = c
+
+
+def feature_value(f: Feature, acc: Agg | None, clock: int) -> Any:
+    """A feature's value from its accumulator (the batch kernel's empty-history rules)."""
+    op = f.op
+    n = acc.n if acc is not None else 0
+    if op == "count":
+        return n
+    if op == "sum":
+        return rounded(acc.s) if acc is not None and acc.s is not None else 0.0
+    if op in ("distinct_count", "top_k", "histogram"):
+        ms = acc.ms if acc is not None and acc.ms is not None else {}
+        if op == "distinct_count":
+            return len(ms)
+        top = sorted(ms.items(), key=lambda kv: (-kv[1], kv[0]))[: f.k]
+        return [k for k, _ in top] if op == "top_k" else top
+    if op == "approx_distinct_count":
+        regs = acc.hll if acc is not None and acc.hll else {}
+        if not regs:
+            return 0
+        counts = np.bincount(np.fromiter(regs.values(), np.int64))
+        at_least = counts[::-1].cumsum()[::-1][1:]  # registers with value ≥ r, r = 1…
+        return int(hll_estimate(at_least[None, :])[0])
+    value: Any = None
+    if acc is not None and n:
+        if op == "mean":
+            assert acc.s is not None
+            value = rounded(acc.s) / n
+        elif op == "min":
+            value = acc.mn
+        elif op == "max":
+            value = acc.mx
+        elif op == "first" and acc.first is not None:
+            value = acc.first[2]
+        elif op == "last" and acc.last is not None:
+            value = acc.last[2]
+        elif op == "since_last" and acc.last is not None:
+            value = (clock - acc.last[0]) / 1e6
+    if value is None:
+        return f.default
+    return value

@@ -32,7 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clickloop.features.definition import Feature, FeatureSet
-from clickloop.features.pit import hll_estimate, hll_register, value_hash
+from clickloop.features.partials import feature_value
+from clickloop.features.pit import hll_register, value_hash
 
 SCALE: Final = 1074  # every float is an integer multiple of 2**-1074
 
@@ -41,10 +42,6 @@ def exact(x: float) -> int:
     """``x`` as an integer number of 2**-1074 (exact)."""
     num, den = float(x).as_integer_ratio()
     return num << (SCALE - (den.bit_length() - 1))
-
-
-def rounded(s: int) -> float:
-    return s / (1 << SCALE)  # int / int: correctly rounded
 
 
 @dataclass(frozen=True)
@@ -586,44 +583,3 @@ class SetState:
                             self._heap.append((start + hop + w, next(self._seq), entity, hop, w,
                                                start))  # fmt: skip
         heapq.heapify(self._heap)
-
-
-def feature_value(f: Feature, acc: Agg | None, clock: int) -> Any:
-    """A feature's value from its accumulator (the batch kernel's empty-history rules)."""
-    op = f.op
-    n = acc.n if acc is not None else 0
-    if op == "count":
-        return n
-    if op == "sum":
-        return rounded(acc.s) if acc is not None and acc.s is not None else 0.0
-    if op in ("distinct_count", "top_k", "histogram"):
-        ms = acc.ms if acc is not None and acc.ms is not None else {}
-        if op == "distinct_count":
-            return len(ms)
-        top = sorted(ms.items(), key=lambda kv: (-kv[1], kv[0]))[: f.k]
-        return [k for k, _ in top] if op == "top_k" else top
-    if op == "approx_distinct_count":
-        regs = acc.hll if acc is not None and acc.hll else {}
-        if not regs:
-            return 0
-        counts = np.bincount(np.fromiter(regs.values(), np.int64))
-        at_least = counts[::-1].cumsum()[::-1][1:]  # registers with value ≥ r, r = 1…
-        return int(hll_estimate(at_least[None, :])[0])
-    value: Any = None
-    if acc is not None and n:
-        if op == "mean":
-            assert acc.s is not None
-            value = rounded(acc.s) / n
-        elif op == "min":
-            value = acc.mn
-        elif op == "max":
-            value = acc.mx
-        elif op == "first" and acc.first is not None:
-            value = acc.first[2]
-        elif op == "last" and acc.last is not None:
-            value = acc.last[2]
-        elif op == "since_last" and acc.last is not None:
-            value = (clock - acc.last[0]) / 1e6
-    if value is None:
-        return f.default
-    return value
