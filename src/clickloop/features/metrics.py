@@ -36,6 +36,11 @@ LAG: Final = Gauge(
     "Records on the events topic not yet consumed by the feature stream's group",
     ["group"],
 )
+PARTIAL_SETS: Final = Gauge(
+    "clickloop_features_stream_partial_sets",
+    "Feature sets whose values count only this member's partitions (keyed by a non-bus key)",
+    ["group"],
+)
 RATE: Final = Gauge(
     "clickloop_features_stream_events_per_second",
     "Events per second consumed by this process (over the last interval)",

@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOPIC: Final = "events"
+# event fields whose values never span bus partitions (events are keyed by user)
+BUS_LOCAL_KEYS: Final = frozenset({"user_id", "session_id"})
 FRESHNESS_SAMPLE: Final = 256  # freshness observations per batch, at most (evenly spread)
 MAX_INTERVAL: Final = 30.0  # seconds between checkpoints, at most (bounds the replay)
 
@@ -163,6 +165,7 @@ class StreamRunner:
         self.resume: Offsets = self.checkpoint.load(self.stream)
         self.offsets: Offsets = dict(self.resume)
         self.report = RunReport()
+        self._warned_for: set[int] = set()  # the partial assignment last warned about
 
     def _new_stream(self) -> FeatureStream:
         return FeatureStream(self.sets, knowledge=self.knowledge,
@@ -330,6 +333,32 @@ class StreamRunner:
             self._saved(consumer, block=True)
         return snap
 
+    def _check_assignment(self, consumer: Consumer) -> None:
+        """Warn when this member reads only some partitions and a set needs all of them.
+
+        The bus partitions events by user, so sets keyed by the user (or by the
+        session, whose events are one user's) are complete on any member. A set
+        keyed by anything else (an item) counts only this member's partitions —
+        partial values written to the online store — so it must run in a group
+        with one member.
+        """
+        held = {p for t, p in consumer.assignment() if t == TOPIC}
+        total = len(self.bus.end_offsets(TOPIC))
+        partial = 0 < len(held) < total
+        if not partial or held == self._warned_for:
+            return
+        self._warned_for = held
+        local = [fs.name for fs in self.sets if not set(fs.entity) <= BUS_LOCAL_KEYS]
+        if local:
+            log.warning(
+                "group %s: this member holds %d of %d partitions of %r, but feature sets %s are "
+                "keyed by something the bus does not partition by, so their values here count "
+                "only these partitions: run them in a group with a single member (e.g. "
+                "`clickloop features stream %s --group items`)",
+                self.group, len(held), total, TOPIC, ", ".join(local), " ".join(local),
+            )  # fmt: skip
+            m.PARTIAL_SETS.labels(self.group).set(len(local))
+
     def _saved(self, consumer: Consumer | None, *, block: bool) -> bool:
         """Finish the checkpoint being written (if done, or ``block``): commit its offsets
         to the bus. A failed write raises here (restart from the previous checkpoint)."""
@@ -411,6 +440,7 @@ class StreamRunner:
                     rate_count, last_rate = 0, now
                 if now - last_lag >= 2.0:
                     m.LAG.labels(self.group).set(sum(self.bus.lag(self.group, TOPIC).values()))
+                    self._check_assignment(consumer)
                     last_lag = now
             self.save(consumer, wait=True)
         finally:
