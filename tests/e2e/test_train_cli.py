@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from clickloop.cli.app import main
+from clickloop.errors import InvalidInputError
+from clickloop.project import Project
 from clickloop.simulate import simulate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -82,7 +85,6 @@ def test_train_register_and_score_through_the_cli(tmp_path: Path, capsys):
 
     # score raw impressions from the lake's source files: features joined point-in-time
     from clickloop.lake import open_lake
-    from clickloop.project import Project
 
     events = open_lake(Project.load(proj)).events().to_table()
     imps = events.filter(pc.equal(events["type"], "impression")).slice(0, 500)
@@ -119,6 +121,25 @@ def test_train_register_and_score_through_the_cli(tmp_path: Path, capsys):
     assert rc == 0, scored
     again = pq.read_table(proj / "s.parquet").column("score").to_numpy()
     assert (abs(again - scores) < 1e-9).all()
+
+    # streamed in small batches, to CSV: the same scores; a bad row in a later batch leaves
+    # no output behind (the file appears whole or not at all)
+    from clickloop.training.batch import predict_batch
+
+    csv_in = proj / "requests.csv"
+    plain = imps.select(["user_id", "ts", "url"])
+    pacsv.write_csv(plain, csv_in)
+    res = predict_batch(Project.load(proj), "ctr@champion", csv_in, proj / "s.csv", batch_rows=128)
+    assert res["rows"] == 500
+    predict_batch(Project.load(proj), "ctr@champion", csv_in, proj / "w.csv")
+    small = pacsv.read_csv(proj / "s.csv").column("score").to_numpy()
+    assert (abs(small - pacsv.read_csv(proj / "w.csv").column("score").to_numpy()) < 1e-9).all()
+    lines = csv_in.read_text().splitlines()
+    lines[400] = lines[400].replace(lines[400].split(",")[1], '"not a time"')
+    csv_in.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidInputError, match=r"rows 385–500"):
+        predict_batch(Project.load(proj), "ctr@champion", csv_in, proj / "bad.csv", batch_rows=128)
+    assert not (proj / "bad.csv").exists() and not (proj / "bad.csv.partial").exists()
 
     # a second version is compared with the champion on its own test slice
     rc, s2 = cli("-p", str(proj), "train", "ctr", "--seed", "3", capsys=capsys)

@@ -8,7 +8,7 @@ joined point-in-time exactly as in training.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,26 +55,6 @@ def read_table(path: Path) -> pa.Table:
         raise InvalidInputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from exc
 
 
-def write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    fmt = _format(path)
-    if fmt == "parquet":
-        pq.write_table(table, tmp, compression="zstd")
-    elif fmt == "csv":
-        flat = table.select(
-            [c for c in table.column_names if not pa.types.is_nested(table.column(c).type)]
-        )
-        pacsv.write_csv(flat, tmp)
-    else:
-        import orjson
-
-        with open(tmp, "wb") as f:
-            for row in table.to_pylist():
-                f.write(orjson.dumps(row, default=str) + b"\n")
-    tmp.replace(path)  # the output appears whole or not at all
-
-
 def _times(col: pa.ChunkedArray, where: str) -> pa.Array:
     if pa.types.is_timestamp(col.type):
         return pc.cast(col, UTC_US) if col.type.tz else pc.assume_timezone(col, "UTC").cast(UTC_US)
@@ -106,6 +86,105 @@ def _props(table: pa.Table, src: Path) -> pa.Table:
     return table.set_column(table.schema.get_field_index("props"), "props", props)
 
 
+def read_batches(path: Path, rows: int) -> Iterator[pa.Table]:
+    """The input in tables of about ``rows`` rows: Parquet and CSV are streamed (memory stays
+    bounded by a batch); JSONL is read whole, as its objects' keys may differ between parts."""
+    if not path.exists():
+        raise UsageError(f"--input {path} does not exist")
+    fmt = _format(path)
+    try:
+        if fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=rows):
+                yield pa.Table.from_batches([batch])
+            return
+        if fmt == "csv":
+            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=16 << 20))
+            pending = pa.Table.from_batches([], schema=reader.schema)
+            emitted = False
+            for batch in reader:
+                pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+                while pending.num_rows >= rows:
+                    yield pending.slice(0, rows)
+                    pending, emitted = pending.slice(rows), True
+            if pending.num_rows or not emitted:
+                yield pending
+            return
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInputError(
+            f"cannot read {path}: {str(exc).splitlines()[0]}",
+            hint="a CSV column's type is inferred from its first block: a later value of "
+            "another type fails; convert the file to Parquet with explicit types",
+        ) from exc
+    table = read_table(path)
+    for start in range(0, max(table.num_rows, 1), rows):
+        yield table.slice(start, rows)
+
+
+class _Writer:
+    """Writes scored tables one after the other; the output appears whole or not at all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fmt = _format(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(path.name + ".partial")
+        self._parquet: pq.ParquetWriter | None = None
+        self._csv: pacsv.CSVWriter | None = None
+        self._csv_schema: pa.Schema | None = None
+        self._file: Any = None
+
+    def write(self, table: pa.Table) -> None:
+        if self.fmt == "parquet":
+            if self._parquet is None:
+                self._parquet = pq.ParquetWriter(self.tmp, table.schema, compression="zstd")
+            self._parquet.write_table(table.cast(self._parquet.schema))
+        elif self.fmt == "csv":
+            flat = table.select(
+                [c for c in table.column_names if not pa.types.is_nested(table.column(c).type)]
+            )
+            if self._csv is None:
+                self._csv_schema = flat.schema
+                self._csv = pacsv.CSVWriter(self.tmp, flat.schema)
+            self._csv.write_table(flat.cast(self._csv_schema))
+        else:
+            import orjson
+
+            if self._file is None:
+                self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()
+            for row in table.to_pylist():
+                self._file.write(orjson.dumps(row, default=str) + b"\n")
+
+    def close(self, *, keep: bool) -> None:
+        for w in (self._parquet, self._csv, self._file):
+            if w is not None:
+                w.close()
+        if keep:
+            self.tmp.replace(self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _prepare(table: pa.Table, model: Any, src: Path, first_row: int) -> pa.Table:
+    missing = [c for c in (model.entity, TS) if c not in table.column_names]
+    if missing:
+        raise InvalidInputError(
+            f"{src} lacks column(s) {', '.join(missing)}",
+            hint=f"each row needs the entity ({model.entity}) and the scoring time (ts); "
+            "request data (url, props or flattened props) adds request-time features",
+        )
+    where = f"{src}: column ts (rows {first_row + 1}–{first_row + table.num_rows})"
+    table = table.set_column(table.schema.get_field_index(TS), TS, _times(table.column(TS), where))
+    table = table.set_column(
+        table.schema.get_field_index(model.entity),
+        model.entity,
+        pc.cast(table.column(model.entity), pa.string()),
+    )
+    if "props" in table.column_names:  # JSON objects arrive as structs: the contract's map
+        table = _props(table, src)
+    return table
+
+
 def predict_batch(
     project: Project,
     ref: str,
@@ -116,44 +195,37 @@ def predict_batch(
     feature_fn: FeatureFn | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Score every row of ``input_path`` with model ``ref``; write input columns + ``score``."""
+    """Score every row of ``input_path`` with model ``ref``; write input columns + ``score``.
+
+    Rows are scored ``batch_rows`` at a time (Parquet and CSV inputs are streamed, so memory
+    stays bounded by a batch); the output file appears only once every row is scored.
+    """
     from clickloop.registry import load_model
 
     model = load_model(project, ref)
     src, dst = Path(input_path), Path(output_path)
-    table = read_table(src)
-    missing = [c for c in (model.entity, TS) if c not in table.column_names]
-    if missing:
-        raise InvalidInputError(
-            f"{src} lacks column(s) {', '.join(missing)}",
-            hint=f"each row needs the entity ({model.entity}) and the scoring time (ts); "
-            "request data (url, props or flattened props) adds request-time features",
-        )
-    table = table.set_column(
-        table.schema.get_field_index(TS), TS, _times(table.column(TS), f"{src}: column ts")
-    )
-    table = table.set_column(
-        table.schema.get_field_index(model.entity),
-        model.entity,
-        pc.cast(table.column(model.entity), pa.string()),
-    )
-    if "props" in table.column_names:  # JSON objects arrive as structs: the contract's map
-        table = _props(table, src)
-    scores = []
-    for start in range(0, table.num_rows, batch_rows):
-        part = table.slice(start, batch_rows)
-        scores.append(pa.array(score_examples(project, model, part, feature_fn=feature_fn)))
-        if progress:
-            progress(part.num_rows)
-    score = pa.chunked_array(scores, pa.float64()) if scores else pa.chunked_array([], pa.float64())
-    out = table.append_column("score", score)
-    out = out.append_column("decision", pc.greater_equal(score, model.threshold))
-    out = out.append_column("model", pa.array([model.ref] * out.num_rows, pa.string()))
-    write_table(out, dst)
-    mean = pc.mean(score).as_py() if out.num_rows else None
+    writer = _Writer(dst)
+    rows, total, done = 0, 0.0, False
+    try:
+        for table in read_batches(src, batch_rows):
+            part = _prepare(table, model, src, rows)
+            score = pa.array(score_examples(project, model, part, feature_fn=feature_fn))
+            score = score.cast(pa.float64())
+            out = part.append_column("score", score)
+            out = out.append_column("decision", pc.greater_equal(score, model.threshold))
+            out = out.append_column("model", pa.array([model.ref] * out.num_rows, pa.string()))
+            writer.write(out)
+            rows += out.num_rows
+            total += float(pc.sum(score).as_py() or 0.0)
+            if progress:
+                progress(out.num_rows)
+        done = True
+    finally:
+        writer.close(keep=done)
+    mean = total / rows if rows else None
     return {
         "model": model.ref,
-        "rows": out.num_rows,
+        "rows": rows,
         "input": str(src),
         "output": str(dst),
         "mean_score": mean,
