@@ -266,9 +266,12 @@ def materialize_cmd(
 @features_app.command("get")
 def get_cmd(
     ctx: typer.Context,
-    entity: Annotated[str, typer.Argument(help="The entity key, e.g. a user id.")],
+    entity: Annotated[str, typer.Argument(help="The entity key: a user id, a session, an item.")],
     feature_set: Annotated[
-        list[str] | None, typer.Option("--set", "-s", help="Feature sets (default: all).")
+        list[str] | None,
+        typer.Option(
+            "--set", "-s", help="Feature sets (default: those keyed like the first, e.g. by user)."
+        ),
     ] = None,
     as_of: Annotated[
         str | None,
@@ -278,12 +281,18 @@ def get_cmd(
     """Show an entity's features: from the online store, or computed as of a time.
 
     [bold]Example[/bold]: clickloop features get u0000042 --as-of 2026-11-05T12:00:00Z
+    (an item: clickloop features get 1810723 --set item_impressions --set item_clicks)
     """
     st = state(ctx)
     project = st.project()
-    names = feature_set or list(project.config.features)
-    if not names:
+    if not project.config.features:
         raise UsageError("the project defines no feature sets", hint="add a features: section")
+    # a key is a user, a session or an item: by default, the sets keyed like the first set
+    # (usually by user); others by name with --set
+    entities = {n: str(fs.entity) for n, fs in project.config.features.items()}
+    first = next(iter(entities.values()))
+    names = feature_set or [n for n, e in entities.items() if e == first]
+    others = sorted({e for e in entities.values() if e != first}) if not feature_set else []
     values: dict[str, Any]
     when = _time(as_of, "--as-of")
     if when is not None:
@@ -298,7 +307,7 @@ def get_cmd(
         with open_online_store(project) as store:
             values = store.read(entity, names)
         source = "online store"
-    data = {"entity": entity, "source": source, "features": values}
+    data = {"entity": entity, "source": source, "feature_sets": names, "features": values}
 
     def human() -> None:
         console.print(f"[bold]{entity}[/bold]  ({source})")
@@ -306,5 +315,7 @@ def get_cmd(
             console.print("  no features (unknown entity, or nothing materialised yet)")
         for k, v in values.items():
             console.print(f"  {k} = {v!r}")
+        if others:
+            console.print(f"[dim]sets keyed by {', '.join(others)}: name them with --set[/dim]")
 
     emit(st, data, human)
