@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from clickloop.bus import Bus, Consumer, Message, PartitionsRevokedError
+from clickloop.bus import Bus, Consumer, Message, MessageBatch, PartitionsRevokedError
 from clickloop.config.infra import KafkaBusConfig, LocalBusConfig
 
 PARTITIONS = 4
@@ -303,3 +303,91 @@ def test_end_offsets_committed_offsets_and_lag(harness):
     assert bus.lag("lagging", "events") == dict.fromkeys(range(PARTITIONS), 0)
     assert bus.committed_offsets("lagging", "events") == ends
     assert harness.open().committed_offsets("lagging", "events") == ends
+
+
+# -- column-wise polls -------------------------------------------------------------------
+
+
+def drain_batches(consumer: Consumer, want: int, *, timeout: float = 60.0) -> list[MessageBatch]:
+    got: list[MessageBatch] = []
+    deadline = time.monotonic() + timeout
+    while sum(map(len, got)) < want and time.monotonic() < deadline:
+        batch = consumer.poll_batch(max_messages=700, timeout=0.2)
+        assert isinstance(batch, MessageBatch)
+        if len(batch):
+            got.append(batch)
+    return got
+
+
+def test_poll_batch_delivers_what_poll_does_column_wise(harness):
+    bus = harness.open()
+    producer = bus.producer()
+    records = [(None if i % 9 == 0 else b"user-%d" % (i % 31), b"v%d" % i) for i in range(3000)]
+    producer.publish("events", records[:1500])
+    producer.publish("exposures", [(b"x", b"exp-%d" % i) for i in range(40)])
+    producer.publish("events", records[1500:])
+    consumer = harness.consumer(bus, "cols", ["events", "exposures"])
+    batches = drain_batches(consumer, 3040)
+    assert all(len(b) <= 700 for b in batches), "max_messages is honoured"
+    got = [m for b in batches for m in b]  # iterating a batch yields Message objects
+    assert len(got) == 3040
+    by_tp = defaultdict(list)
+    for m in got:
+        by_tp[(m.topic, m.partition)].append(m.offset)
+    for offsets in by_tp.values():
+        assert offsets == list(range(len(offsets))), "dense, in offset order per partition"
+    assert Counter((m.key, m.value) for m in got if m.topic == "events") == Counter(records)
+    assert [m.value for m in got if m.topic == "exposures"] == [b"exp-%d" % i for i in range(40)]
+    assert all(m.timestamp_ms > 1_600_000_000_000 for m in got)
+    for b in batches:  # the columns agree with the messages
+        assert b.values == [m.value for m in b]
+        assert b.offsets.tolist() == [m.offset for m in b]
+        assert b.partitions.tolist() == [m.partition for m in b]
+        assert [b.origin(i) for i in range(len(b))] == [
+            f"{m.topic}/{m.partition}@{m.offset}" for m in b
+        ]
+    # commit what the batches say; a new member of the group finds nothing left
+    for b in batches:
+        consumer.commit(b.next_offsets())
+    ends = {tp: n for tp, n in next_offsets(got).items() if tp[0] == "events"}
+    assert sum(ends.values()) == 3000
+    assert MessageBatch.concat(batches).next_offsets() == next_offsets(got)
+    assert {tp: o for tp, o in consumer.committed().items() if tp[0] == "events" and o} == ends
+    consumer.close()
+    again = harness.consumer(harness.open(), "cols", ["events", "exposures"])
+    assert len(again.poll_batch(max_messages=10, timeout=2.0)) == 0
+
+
+def test_poll_and_poll_batch_mixed_deliver_each_message_once(harness):
+    bus = harness.open()
+    bus.producer().publish("events", [(b"u%d" % (i % 11), b"%d" % i) for i in range(2000)])
+    c = harness.consumer(bus, "mixed", ["events"])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 60
+    turn = 0
+    while len(values) < 2000 and time.monotonic() < deadline:
+        if turn % 2:
+            values += c.poll_batch(max_messages=137, timeout=0.2).values
+        else:
+            values += [m.value for m in c.poll(max_messages=137, timeout=0.2)]
+        turn += 1
+    assert Counter(values) == Counter(b"%d" % i for i in range(2000))
+    t0 = time.monotonic()
+    empty = c.poll_batch(max_messages=10, timeout=0.5)
+    assert len(empty) == 0 and empty.next_offsets() == {}
+    assert 0.45 <= time.monotonic() - t0 <= 2.0, "an empty poll_batch waits out its timeout"
+
+
+def test_batch_commit_for_a_revoked_partition_is_refused(harness):
+    bus = harness.open()
+    bus.producer().publish("events", [(b"u%d" % i, b"v") for i in range(100)])
+    a = harness.consumer(bus, "fence-cols", ["events"])
+    batch = MessageBatch.concat(drain_batches(a, 100))
+    assert len(batch) == 100
+    b = harness.consumer(harness.open(), "fence-cols", ["events"])
+    settle([a, b])
+    lost = {tp for tp in batch.next_offsets() if tp not in a.assignment()}
+    with pytest.raises(PartitionsRevokedError) as info:
+        a.commit(batch.next_offsets())
+    assert set(info.value.partitions) == lost
+    assert bus.committed_offsets("fence-cols", "events") == dict.fromkeys(range(PARTITIONS), 0)

@@ -39,15 +39,31 @@ publish too, so consumers validate every message like any other input.
 >>> c = bus.consumer("lake-ingest", ["events"])
 >>> batch = c.poll(max_messages=10_000, timeout=1.0)
 >>> c.commit({(m.topic, m.partition): m.offset + 1 for m in batch})
+>>> cols = c.poll_batch(max_messages=50_000, timeout=1.0)   # column-wise, for throughput
+>>> c.commit(cols.next_offsets())
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final
 
+from clickloop.bus.batch import Message, MessageBatch
 from clickloop.errors import ConflictError, UsageError
+
+__all__ = [  # Message and MessageBatch live in clickloop.bus.batch; importable from here too
+    "TOPICS",
+    "Bus",
+    "Consumer",
+    "Message",
+    "MessageBatch",
+    "PartitionsRevokedError",
+    "Producer",
+    "TopicPartition",
+    "check_offsets",
+    "open_bus",
+]
 
 if TYPE_CHECKING:
     from clickloop.project import Project
@@ -78,18 +94,6 @@ class PartitionsRevokedError(ConflictError):
         )
         self.group = group
         self.partitions = list(partitions)
-
-
-class Message(NamedTuple):
-    """One record read from the bus (immutable; a named tuple because consumers make
-    hundreds of thousands per second and a frozen dataclass costs three times as much)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int  # local log: when it was appended; Kafka: the record's timestamp
 
 
 def check_offsets(
@@ -134,6 +138,17 @@ class Consumer(ABC):
         fill ``max_messages``); an empty list when none came within ``timeout``.
         Per partition, messages come in offset order.
         """
+
+    def poll_batch(self, max_messages: int, timeout: float) -> MessageBatch:
+        """:meth:`poll`, column-wise: the same messages, semantics and waiting, as a
+        :class:`MessageBatch` (values as a list of bytes, partitions and offsets as
+        numpy arrays) — for consumers of many messages per second, which then build a
+        :class:`Message` only for the few they need one for.
+
+        Backends override it to skip the per-message objects; this default wraps
+        :meth:`poll`. Calls to both may be mixed: each message is delivered once.
+        """
+        return MessageBatch.from_messages(self.poll(max_messages, timeout))
 
     @abstractmethod
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -40,10 +40,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import xxhash
 
 from clickloop.bus._fs import check_name, fsync_dir
-from clickloop.bus.base import Bus, Consumer, Message, Producer, TopicPartition
+from clickloop.bus.base import Bus, Consumer, Message, MessageBatch, Producer, TopicPartition
 from clickloop.bus.groups import GroupMember, read_offsets
 from clickloop.bus.log import PartitionReader, PartitionWriter, read_head
 from clickloop.bus.segment import Batch, encode
@@ -53,6 +54,8 @@ from clickloop.errors import BackendUnavailableError, DataError, UsageError
 log = logging.getLogger(__name__)
 
 IDLE_SLEEP_MAX: Final = 0.02  # longest nap of an idle poll: bounds the delivery latency
+# records of one partition with dense offsets: (topic, partition), first offset, time, keys, values
+_Run = tuple[TopicPartition, int, int, list[bytes | None], list[bytes]]
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -310,6 +313,41 @@ class LocalConsumer(Consumer):
 
     def poll(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to ``max_messages`` from owned partitions; waits up to ``timeout`` s for some."""
+        new = tuple.__new__  # skips the named tuple's Python-level __new__: hot path
+        return [
+            new(Message, (topic, part, first + i, k, v, ts))
+            for (topic, part), first, ts, keys, values in self._fetch(max_messages, timeout)
+            for i, (k, v) in enumerate(zip(keys, values, strict=True))
+        ]
+
+    def poll_batch(self, max_messages: int, timeout: float) -> MessageBatch:
+        """:meth:`poll`, column-wise (see :meth:`Consumer.poll_batch`)."""
+        runs = self._fetch(max_messages, timeout)
+        if not runs:
+            return MessageBatch.empty()
+        names: dict[str, int] = {}
+        tids, parts, firsts, sizes, stamps = [], [], [], [], []
+        for (topic, part), first, ts, _, values in runs:
+            tids.append(names.setdefault(topic, len(names)))
+            parts.append(part)
+            firsts.append(first)
+            sizes.append(len(values))
+            stamps.append(ts)
+        n = sum(sizes)
+        size = np.array(sizes, np.int64)
+        # offsets: each run's first offset, then +1 per record within the run
+        starts = np.repeat(np.array(firsts, np.int64) - (np.cumsum(size) - size), size)
+        return MessageBatch(
+            list(itertools.chain.from_iterable(r[4] for r in runs)),
+            np.repeat(np.array(parts, np.int32), size),
+            starts + np.arange(n, dtype=np.int64),
+            topics=tuple(names),
+            topic_ids=np.repeat(np.array(tids, np.uint16), size),
+            keys=list(itertools.chain.from_iterable(r[3] for r in runs)),
+            timestamps_ms=np.repeat(np.array(stamps, np.int64), size),
+        )
+
+    def _fetch(self, max_messages: int, timeout: float) -> list[_Run]:
         if self._closed:
             raise UsageError("poll on a closed consumer")
         if max_messages < 1 or timeout < 0:
@@ -368,16 +406,21 @@ class LocalConsumer(Consumer):
             self._readers[tp] = PartitionReader(self.bus.path / topic / str(p), topic, p, start)
         self._synced_at = time.monotonic()
 
-    def _read(self, max_messages: int) -> list[Message]:
+    def _read(self, max_messages: int) -> list[_Run]:
+        """Runs of records from the owned partitions, taking turns at which comes first."""
         readers = [self._readers[tp] for tp in sorted(self._readers)]
         if not readers:
             return []
-        out: list[Message] = []
+        out: list[_Run] = []
+        got = 0
         start = self._turn % len(readers)
         self._turn += 1
         for r in readers[start:] + readers[:start]:
-            out += r.read(max_messages - len(out))
-            if len(out) >= max_messages:
+            tp = (r.topic, r.partition)
+            for first, ts, keys, values in r.read_chunks(max_messages - got):
+                out.append((tp, first, ts, keys, values))
+                got += len(values)
+            if got >= max_messages:
                 break
         return out
 

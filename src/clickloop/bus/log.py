@@ -37,7 +37,7 @@ from clickloop.bus.segment import (
     INDEX_ENTRY,
     INDEX_INTERVAL,
     Batch,
-    decode,
+    decode_columns,
     index_name,
     list_segments,
     locate,
@@ -55,6 +55,8 @@ HEAD: Final = struct.Struct("<IQQQq")  # crc, segment base, position, next offse
 READ_CHUNK: Final = 1 << 20
 RETENTION_CHECK_S: Final = 60.0  # how often an appending writer looks for expired segments
 FsyncPolicy = Literal["always", "batch", "never"]
+# records of one batch read back: (first offset, append time ms, keys, values), offsets dense
+Chunk = tuple[int, int, list[bytes | None], list[bytes]]
 
 
 def _now_ms() -> int:
@@ -365,23 +367,44 @@ class PartitionReader:
         self._base = -1
         self._pos = 0  # byte position of the next batch
         self._next = 0  # offset of the next batch
-        self._pending: deque[Message] = deque()
+        self._pending: deque[Chunk] = deque()  # read from the file, not yet delivered
+        self._label = f"{topic}/{partition}"
         self._gap_check = 0.0
         self._seek(offset)
 
     def read(self, max_messages: int) -> list[Message]:
-        out: list[Message] = []
-        while self._pending and len(out) < max_messages:
-            out.append(self._pending.popleft())
+        new = tuple.__new__  # skips the named tuple's Python-level __new__: hot path
+        topic, part = self.topic, self.partition
+        return [
+            new(Message, (topic, part, first + i, k, v, ts))
+            for first, ts, keys, values in self.read_chunks(max_messages)
+            for i, (k, v) in enumerate(zip(keys, values, strict=True))
+        ]
+
+    def read_chunks(self, max_messages: int) -> list[Chunk]:
+        """Up to ``max_messages`` records as runs of dense offsets (what column-wise
+        polls are made of; :meth:`read` makes messages of them)."""
+        out: list[Chunk] = []
+        got = 0
+        pending = self._pending
+        while pending and got < max_messages:
+            chunk = pending.popleft()
+            room = max_messages - got
+            if len(chunk[3]) > room:
+                chunk, rest = _split(chunk, room)
+                pending.appendleft(rest)
+            out.append(chunk)
+            got += len(chunk[3])
         stalled = 0
-        while len(out) < max_messages and stalled < 3:
+        while got < max_messages and stalled < 3:
             if self._fd < 0:
                 self._seek(self.position)
                 if self._fd < 0:
                     break
-            got = self._read_batches(max_messages - len(out))
-            if got:
-                out += got
+            more = self._read_batches(max_messages - got)
+            if more:
+                out += more
+                got += sum(len(c[3]) for c in more)
                 stalled = 0
                 continue
             where = (self._base, self._pos)
@@ -389,7 +412,7 @@ class PartitionReader:
                 break
             stalled += (self._base, self._pos) == where
         if out:
-            self.position = out[-1].offset + 1
+            self.position = out[-1][0] + len(out[-1][3])
         return out
 
     def close(self) -> None:
@@ -434,14 +457,15 @@ class PartitionReader:
         self._fd, self._base, self._pos, self._next = fd, base, pos, nxt
         self.position = offset
 
-    def _read_batches(self, want: int) -> list[Message]:
+    def _read_batches(self, want: int) -> list[Chunk]:
         size = os.fstat(self._fd).st_size
-        out: list[Message] = []
-        while self._pos < size and len(out) < want:
+        out: list[Chunk] = []
+        got = 0
+        while self._pos < size and got < want:
             chunk = os.pread(self._fd, min(READ_CHUNK, size - self._pos), self._pos)
             view = memoryview(chunk)
             at = 0
-            while at < len(chunk) and len(out) < want:
+            while at < len(chunk) and got < want:
                 head = parse_header(view, at)
                 if head is None and len(chunk) - at < HEADER_SIZE:
                     if size - (self._pos + at) < HEADER_SIZE:
@@ -462,20 +486,22 @@ class PartitionReader:
                 if zlib.crc32(body) != head.body_crc:
                     return self._stop(out, at)
                 skip = max(0, self.position - head.base_offset)
-                msgs = (
-                    decode(self.topic, self.partition, head, body, skip)
-                    if skip < head.count
-                    else []
-                )
                 at += head.length
                 self._next = head.next_offset
-                room = want - len(out)
-                out += msgs[:room]
-                self._pending.extend(msgs[room:])
+                if skip >= head.count:
+                    continue
+                keys, values = decode_columns(head, body, skip, where=self._label)
+                run: Chunk = (head.base_offset + skip, head.timestamp_ms, keys, values)
+                room = want - got
+                if len(values) > room:
+                    run, rest = _split(run, room)
+                    self._pending.append(rest)
+                out.append(run)
+                got += len(run[3])
             self._pos += at
         return out
 
-    def _stop(self, out: list[Message], at: int) -> list[Message]:
+    def _stop(self, out: list[Chunk], at: int) -> list[Chunk]:
         """Bytes at ``self._pos + at`` are not (yet) a valid batch."""
         self._pos += at
         if not out and self._sealed():
@@ -529,3 +555,9 @@ class PartitionReader:
         if deleted and not later:
             self._seek(self.position)
         return False
+
+
+def _split(chunk: Chunk, n: int) -> tuple[Chunk, Chunk]:
+    """The first ``n`` records of a chunk, and the rest."""
+    first, ts, keys, values = chunk
+    return (first, ts, keys[:n], values[:n]), (first + n, ts, keys[n:], values[n:])

@@ -215,13 +215,26 @@ def decode(
     topic: str, partition: int, head: Header, body: bytes | memoryview, skip: int = 0
 ) -> list[Message]:
     """The records of a valid batch as messages (the first ``skip`` left out)."""
-    out: list[Message] = []
+    keys, values = decode_columns(head, body, skip, where=f"{topic}/{partition}")
+    new = tuple.__new__  # skips the named tuple's Python-level __new__: hot path
+    first, ts = head.base_offset + skip, head.timestamp_ms
+    return [
+        new(Message, (topic, partition, first + i, k, v, ts))
+        for i, (k, v) in enumerate(zip(keys, values, strict=True))
+    ]
+
+
+def decode_columns(
+    head: Header, body: bytes | memoryview, skip: int = 0, *, where: str = "the partition"
+) -> tuple[list[bytes | None], list[bytes]]:
+    """The keys and values of a valid batch's records (the first ``skip`` left out);
+    their offsets are ``head.base_offset + skip`` on, dense."""
+    keys: list[bytes | None] = []
+    values: list[bytes] = []
+    add_key, add_value = keys.append, values.append
     unpack = RECORD.unpack_from
-    base = head.base_offset
-    ts = head.timestamp_ms
     p = 0
     data = bytes(body)
-    new = tuple.__new__  # skips the named tuple's Python-level __new__: hot path
     for i in range(head.count):
         klen, vlen = unpack(data, p)
         p += 8
@@ -230,19 +243,19 @@ def decode(
         else:
             key = data[p : p + klen]
             p += klen
-        value = data[p : p + vlen]
-        p += vlen
         if i >= skip:
-            out.append(new(Message, (topic, partition, base + i, key, value, ts)))
+            add_key(key)
+            add_value(data[p : p + vlen])
+        p += vlen
     if p != len(data):
         from clickloop.errors import DataError
 
         raise DataError(
-            f"bus batch at offset {base} of {topic}/{partition} has {len(data) - p} "
-            "bytes its records do not account for",
+            f"bus batch at offset {head.base_offset} of {where} has {len(data) - p} bytes "
+            "its records do not account for",
             hint="the segment was written by an incompatible version; restore it from backup",
         )
-    return out
+    return keys, values
 
 
 # -- index -----------------------------------------------------------------------------

@@ -28,9 +28,7 @@ Several ingesters in one consumer group share the partitions.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import operator
 import os
 import threading
 import time
@@ -39,11 +37,19 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import xxhash
 
-from clickloop.bus.base import Bus, Consumer, Message, PartitionsRevokedError, TopicPartition
+from clickloop.bus.base import (
+    Bus,
+    Consumer,
+    Message,
+    MessageBatch,
+    PartitionsRevokedError,
+    TopicPartition,
+)
 from clickloop.errors import BackendUnavailableError, ConflictError
 from clickloop.events.mapping import Mapping
 from clickloop.ingest.crash import CrashHook
@@ -65,28 +71,14 @@ WATCH_EVERY = 10.0  # seconds of silence before checking a partition's offsets
 WATCH_MAX = 300.0
 
 
-def _origins(msgs: list[Message]) -> Callable[[int], str]:
-    """Where message ``i`` came from (``topic/partition@offset``), asked for rejects only."""
+def _origins(batch: MessageBatch, start: int) -> Callable[[int], str]:
+    """Where message ``start + i`` came from (``topic/partition@offset``), asked for rejects
+    only: the batch builds no per-message object for the others."""
 
     def origin(i: int) -> str:
-        m = msgs[i]
-        return f"{m.topic}/{m.partition}@{m.offset}"
+        return batch.origin(start + i)
 
     return origin
-
-
-_TP: Final = operator.itemgetter(0, 1)  # Message → (topic, partition)
-_OFFSET: Final = operator.itemgetter(2)
-_VALUE: Final = operator.itemgetter(4)
-
-
-def _by_partition(msgs: list[Message]) -> dict[TopicPartition, list[Message]]:
-    """Messages grouped by partition, in order (a consumer returns them in runs of one
-    partition: grouped at C speed, not message by message)."""
-    out: dict[TopicPartition, list[Message]] = defaultdict(list)
-    for tp, run in itertools.groupby(msgs, key=_TP):
-        out[tp].extend(run)
-    return out
 
 
 def message_hash(value: bytes) -> str:
@@ -268,7 +260,7 @@ class StreamIngester:
         batch = self._poll(consumer, stop)
         self._update_lag()
         now = time.monotonic()
-        by_tp = _by_partition(batch)
+        by_tp = batch.by_partition()
         for tp in by_tp:
             self._seen[tp] = now
         # the commit started last step ran while this batch was polled: finish it (its bus
@@ -291,12 +283,17 @@ class StreamIngester:
         view = dict(self._writer.log.state.checkpoints)
         if self._inflight is not None:
             view.update(self._inflight.checkpoints)
-        fresh: list[Message] = []
         expect: dict[str, Any] = {}
-        for tp, msgs in by_tp.items():
+        parts: list[MessageBatch | None] = []  # per partition: None = all of them are new
+        for tp, idx in by_tp.items():
             key = self._key(tp)
             expect[key] = view.get(key)
-            fresh += self._new_messages(tp, msgs, view.get(key))
+            parts.append(self._new_messages(tp, batch, idx, view.get(key)))
+        if all(p is None for p in parts):  # the usual case: the batch as polled
+            fresh = batch
+        else:
+            pairs = zip(parts, by_tp.values(), strict=True)
+            fresh = MessageBatch.concat([batch.take(i) if p is None else p for p, i in pairs])
         job = self._submit(fresh, expect) if fresh else None
         # the previous batch commits (on the committer thread) while this one is parsed and
         # the next one polled
@@ -309,36 +306,39 @@ class StreamIngester:
                 self._commit_bus(consumer, {})
         return len(batch)
 
-    def _poll(self, consumer: Consumer, stop: threading.Event | None) -> list[Message]:
-        out: list[Message] = []
+    def _poll(self, consumer: Consumer, stop: threading.Event | None) -> MessageBatch:
+        got: list[MessageBatch] = []
+        n = 0
         deadline = time.monotonic() + self.max_wait
-        while len(out) < self.max_events:
+        while n < self.max_events:
             left = deadline - time.monotonic()
-            if left <= 0 or (stop is not None and stop.is_set() and out):
+            if left <= 0 or (stop is not None and stop.is_set() and n):
                 break
-            got = consumer.poll(self.max_events - len(out), min(left, 0.25))
-            out += got
-            if not got and self._inflight is not None:
+            more = consumer.poll_batch(self.max_events - n, min(left, 0.25))
+            if more:
+                got.append(more)
+                n += len(more)
+            elif self._inflight is not None:
                 self.flush()  # nothing to read right now: commit the batch in flight
                 if self._consumer is not consumer:
                     break  # the commit conflicted and the consumer was replaced
-            if not got and stop is not None and stop.is_set():
+            if not more and stop is not None and stop.is_set():
                 break
-        return out
+        return MessageBatch.concat(got)
 
     def _new_messages(
-        self, tp: TopicPartition, msgs: list[Message], cp: dict[str, Any] | None
-    ) -> list[Message]:
-        """The messages the lake does not hold yet (see the module doc)."""
+        self, tp: TopicPartition, batch: MessageBatch, idx: np.ndarray, cp: dict[str, Any] | None
+    ) -> MessageBatch | None:
+        """Of ``tp``'s messages (positions ``idx`` in ``batch``), those the lake does not
+        hold yet (see the module doc); None when that is all of them."""
         if not cp:
-            return msgs
+            return None
         nxt = int(cp["next"])
-        if min(map(_OFFSET, msgs)) >= nxt:  # the usual case, checked at C speed
-            return msgs
-        fresh = [m for m in msgs if m.offset >= nxt]
-        below = [m for m in msgs if m.offset < nxt]
-        if not below:
-            return fresh
+        offsets = batch.offsets[idx]
+        if int(offsets.min()) >= nxt:  # the usual case
+            return None
+        fresh = batch.take(idx[offsets >= nxt])
+        below = batch.take(idx[offsets < nxt]).to_messages()
         held = self._held[tp]
         held += below
         last = next((m for m in held if m.offset == nxt - 1), None)
@@ -361,31 +361,35 @@ class StreamIngester:
             "ingesting its records as new", tp[0], tp[1], nxt,
         )  # fmt: skip
         self.report.resets += 1
-        return sorted(held, key=lambda m: m.offset) + fresh
+        again = MessageBatch.from_messages(sorted(held, key=lambda m: m.offset))
+        return MessageBatch.concat([again, fresh])
 
-    def _submit(self, msgs: list[Message], expect: dict[str, Any]) -> _Batch:
-        """Start parsing and validating ``msgs`` on the worker thread."""
-        ends = {tp: max(part, key=_OFFSET) for tp, part in _by_partition(msgs).items()}
+    def _submit(self, msgs: MessageBatch, expect: dict[str, Any]) -> _Batch:
+        """Start parsing and validating ``msgs`` on the worker threads."""
+        values, offsets = msgs.values, msgs.offsets
+        ends = {tp: int(i) for tp, i in msgs.last_positions().items()}
         checkpoints = {
-            self._key(tp): {"next": m.offset + 1, "last": message_hash(m.value)}
-            for tp, m in ends.items()
+            self._key(tp): {"next": int(offsets[i]) + 1, "last": message_hash(values[i])}
+            for tp, i in ends.items()
         }
         now = datetime.now(UTC)
         step = -(-len(msgs) // self.workers)
         futures = [
             self._pool.submit(
                 process_messages,
-                list(map(_VALUE, part)),
+                values[i : i + step],
                 self.mapping,
                 source=self.source,
-                origin=_origins(part),
+                origin=_origins(msgs, i),
                 received_at=now,
                 max_future=self.max_future,
             )
-            for part in (msgs[i : i + step] for i in range(0, len(msgs), step))
+            for i in range(0, len(msgs), step)
         ]
-        offsets = {tp: m.offset + 1 for tp, m in ends.items()}
-        return _Batch(len(msgs), futures, checkpoints, {k: expect[k] for k in checkpoints}, offsets)
+        bus_offsets = {tp: int(offsets[i]) + 1 for tp, i in ends.items()}
+        return _Batch(
+            len(msgs), futures, checkpoints, {k: expect[k] for k in checkpoints}, bus_offsets
+        )
 
     def flush(self) -> None:
         """Commit the batch in flight, if any: to the lake, then its offsets to the bus."""
