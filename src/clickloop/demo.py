@@ -184,27 +184,11 @@ def _batch_import(project: Project, files: list[Path], story: Story) -> dict[str
 
 
 def _learn_urls(project: Project, story: Story) -> dict[str, Any]:
-    from clickloop.urls.kbfile import KnowledgeFile
-    from clickloop.urls.knowledge import from_config, knowledge_path, load_knowledge
-    from clickloop.urls.learn import LearnOptions, UrlCounts, learn
-    from clickloop.urls.sources import lake_batches
+    from clickloop.urls.knowledge import knowledge_path, load_knowledge
+    from clickloop.urls.sources import learn_lake
 
-    cfg = project.config.urls
     path = knowledge_path(project)
-    previous = KnowledgeFile.load(path)
-    declared = from_config(cfg, previous, where=str(project.config_path)).declared
-    counts = UrlCounts(limit=cfg.learn.sample)
-    for batch in lake_batches(project):
-        counts.add(batch)
-        if counts.full:
-            break
-    options = LearnOptions(
-        min_urls_per_host=cfg.learn.min_urls_per_host,
-        max_category_values=cfg.learn.max_category_values,
-        tracking_params=cfg.tracking_params,
-    )
-    kb = learn(counts, options=options, previous=previous, declared=declared)
-    kb.save(path)
+    kb, counts = learn_lake(project)
     knowledge = load_knowledge(project)
     hosts = [(name, len(h.templates)) for name, h in kb.hosts.items()]
     story.say(

@@ -209,3 +209,50 @@ def lake_batches(
             yield arr
     finally:
         lake.close()
+
+
+def learn_lake(
+    project: Any,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    min_template_urls: int = 5,
+    save: bool = True,
+) -> tuple[Any, Any]:
+    """Learn the URL knowledge from the project's raw lake, as ``clickloop urls learn`` does:
+    merged into the knowledge file (your edits kept) and saved unless ``save=False``.
+
+    Returns ``(KnowledgeFile, UrlCounts)``.
+
+    >>> kb, counts = learn_lake(project)                               # doctest: +SKIP
+    >>> counts.rows, sorted(kb.hosts)
+    """
+    from clickloop.urls.kbfile import KnowledgeFile
+    from clickloop.urls.knowledge import from_config, knowledge_path
+    from clickloop.urls.learn import LearnOptions, UrlCounts, learn
+
+    cfg = project.config.urls
+    path = knowledge_path(project)
+    previous = KnowledgeFile.load(path)
+    where = str(project.config_path) if project.config_path else "configuration"
+    declared = from_config(cfg, previous, where=where).declared
+    counts = UrlCounts(limit=cfg.learn.sample)
+    for batch in lake_batches(project, since=since, until=until):
+        counts.add(batch)
+        if counts.full:
+            break
+    if counts.rows == 0:
+        raise UsageError(
+            "no URLs found in the raw lake",
+            hint="ingest events first (`clickloop ingest batch …`)",
+        )
+    options = LearnOptions(
+        min_urls_per_host=cfg.learn.min_urls_per_host,
+        max_category_values=cfg.learn.max_category_values,
+        min_template_urls=min_template_urls,
+        tracking_params=cfg.tracking_params,
+    )
+    kb = learn(counts, options=options, previous=previous, declared=declared)
+    if save:
+        kb.save(path)
+    return kb, counts
