@@ -164,7 +164,7 @@ def bootstrap(
                 if progress is not None:
                     progress(table.num_rows)
         log.debug("bootstrap: partition %s read (%d events so far)", dt, report.events)
-    report.remembered = sum(len(b) for b in stream.dedupe.buckets.values())
+    report.remembered = len(stream.dedupe)
     report.start, report.end = iso(lo_ts), iso(hi_ts)
     report.seconds = round(time.perf_counter() - t0, 3)
     log.info(

@@ -2,8 +2,9 @@
 
 One SQLite file per consumer group (``<home>/features/stream-<group>.sqlite``).
 A checkpoint writes, in one transaction, the entity states changed since the
-previous one, the event-id hashes added since (appended as runs, merged
-LSM-style), the stream clock and counters,
+previous one, the event-id hashes added since (appended per day as sorted runs
+of little-endian ``uint64``, merged LSM-style, loaded back as numpy arrays
+without a copy), the stream clock and counters,
 and the *next offset* of every partition consumed. The runner commits offsets
 to the bus only after that transaction is durable, and on restart skips any
 message below the checkpointed offsets — so events are counted exactly once
@@ -33,7 +34,9 @@ from clickloop.features.stream import FeatureStream, SetStats
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 3  # 2: entity states as plain tuples (EntityState.dump); 3: dedupe runs
+# 2: entity states as plain tuples (EntityState.dump); 3: dedupe runs (unsorted hashes);
+# 4: dedupe runs are sorted unique hashes (the in-memory deduper's runs, as bytes)
+FORMAT: Final = 4
 
 _DDL: Final = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID;
@@ -81,8 +84,8 @@ class Checkpoint:
         got = self._meta("format")
         if got is None:
             self._put("format", FORMAT)
-        elif got == 2:
-            self._upgrade_2()
+        elif got in (2, 3):
+            self._upgrade(got)
         elif got != FORMAT:
             raise DataError(
                 f"{self.path}: stream checkpoint format {got}, this version reads {FORMAT}",
@@ -97,20 +100,49 @@ class Checkpoint:
     def _put(self, key: str, value: Any) -> None:
         self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, orjson.dumps(value)))
 
-    def _upgrade_2(self) -> None:
-        """Format 2 kept one blob per dedupe day; 3 keeps runs of it (same hashes)."""
+    def _upgrade(self, got: int) -> None:
+        """Format 2 kept one blob per dedupe day, 3 unsorted runs of it (possibly with a hash
+        twice); 4 keeps sorted unique runs. Rewritten in place, one day at a time, in one
+        transaction (a crash leaves the old format, upgraded again next time)."""
         con = self.con
         con.execute("BEGIN IMMEDIATE")
-        con.execute("INSERT OR REPLACE INTO dedupe_runs "
-                    "SELECT day, 0, length(ids) / 8, ids FROM dedupe")  # fmt: skip
-        con.execute("DELETE FROM dedupe")
-        self._put("format", FORMAT)
-        con.execute("COMMIT")
+        try:
+            if got == 2:
+                con.execute("INSERT OR REPLACE INTO dedupe_runs "
+                            "SELECT day, 0, length(ids) / 8, ids FROM dedupe")  # fmt: skip
+                con.execute("DELETE FROM dedupe")
+            days = [d for (d,) in con.execute("SELECT DISTINCT day FROM dedupe_runs")]
+            for day in days:
+                blobs = con.execute("SELECT ids FROM dedupe_runs WHERE day = ?", (day,))
+                ids = np.unique(np.concatenate([self._hashes(b, day) for (b,) in blobs]))
+                con.execute("DELETE FROM dedupe_runs WHERE day = ?", (day,))
+                con.execute("INSERT INTO dedupe_runs VALUES (?, 0, ?, ?)",
+                            (day, len(ids), _blob(ids)))  # fmt: skip
+            self._put("format", FORMAT)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        log.info("%s: stream checkpoint upgraded from format %s to %s (%d dedupe days)",
+                 self.path, got, FORMAT, len(days))  # fmt: skip
+
+    def _hashes(self, blob: bytes, day: int, n: int | None = None) -> np.ndarray:
+        """A run's hashes (read only, no copy), checked for size."""
+        if len(blob) % 8 or (n is not None and len(blob) != 8 * n):
+            raise DataError(
+                f"{self.path}: dedupe run of day {day} is {len(blob)} bytes, expected "
+                f"{'a multiple of 8' if n is None else 8 * n} (a damaged checkpoint)",
+                hint="delete the file: the stream then bootstraps again from the lake "
+                "(`clickloop features stream --bootstrap auto`)",
+            )
+        return np.frombuffer(blob, "<u8")
 
     def _save_dedupe(self, dropped: set[int], pending: dict[int, np.ndarray]) -> None:
-        """Append each day's new hashes as a run; merge runs LSM-style (a run is merged
-        into the previous one while at least half its size), so every hash is rewritten
-        O(log n) times in all instead of every day's bucket at every checkpoint."""
+        """Append each day's new hashes as a sorted run; merge runs LSM-style (a run is
+        merged into the previous one while at least half its size), so every hash is
+        rewritten O(log n) times in all instead of every day's bucket at every checkpoint.
+        ``pending`` holds only hashes the file does not have yet (the deduper adds a hash
+        to a day once), so runs stay disjoint."""
         con = self.con
         for day in dropped:
             con.execute("DELETE FROM dedupe_runs WHERE day = ?", (day,))
@@ -123,18 +155,22 @@ class Checkpoint:
                 run, n = runs.pop()
                 merge.append(run)
                 size += n
+            parts = [np.sort(new)]
             if merge:
                 marks = ",".join("?" * len(merge))
                 rows = con.execute(
-                    f"SELECT ids FROM dedupe_runs WHERE day = ? AND run IN ({marks})",
+                    f"SELECT ids, n FROM dedupe_runs WHERE day = ? AND run IN ({marks})",
                     (day, *merge),
                 ).fetchall()
-                new = np.concatenate([new, *(np.frombuffer(r[0], np.uint64) for r in rows)])
+                parts += [self._hashes(r[0], day, r[1]) for r in rows]
                 con.execute(f"DELETE FROM dedupe_runs WHERE day = ? AND run IN ({marks})",
                             (day, *merge))  # fmt: skip
+            ids = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            if len(parts) > 1:
+                ids.sort(kind="stable")  # timsort: linear on sorted runs
             run = runs[-1][0] + 1 if runs else 0
             con.execute("INSERT INTO dedupe_runs VALUES (?, ?, ?, ?)",
-                        (day, run, len(new), new.tobytes()))  # fmt: skip
+                        (day, run, len(ids), _blob(ids)))  # fmt: skip
 
     def exists(self) -> bool:
         """Whether a stream state was ever saved here (a bootstrap counts)."""
@@ -194,9 +230,19 @@ class Checkpoint:
         stream.stats.duplicates = int(stats.get("duplicates", 0))
         stream.stats.before_bootstrap = int(stats.get("before_bootstrap", 0))
         stream.stats.bootstrapped = int(stats.get("bootstrapped", 0))
-        for day, ids in self.con.execute("SELECT day, ids FROM dedupe_runs ORDER BY day, run"):
-            bucket = stream.dedupe.buckets.setdefault(int(day), set())
-            bucket.update(np.frombuffer(ids, np.uint64).tolist())
+        dedupe = stream.dedupe
+        dedupe.runs.clear()
+        cur = self.con.execute("SELECT day, n, ids FROM dedupe_runs ORDER BY day, run")
+        for day, n, blob in cur:
+            run = self._hashes(blob, day, n)
+            if len(run) > 1 and not bool(np.all(run[1:] > run[:-1])):
+                raise DataError(
+                    f"{self.path}: dedupe run of day {day} is not sorted (a damaged "
+                    "checkpoint, or one written by a newer version)",
+                    hint="delete the file: the stream then bootstraps again from the lake "
+                    "(`clickloop features stream --bootstrap auto`)",
+                )
+            dedupe.add_run(int(day), run.astype(np.uint64, copy=False))
         for st in stream.states.values():
             st.changed.clear()
             st.dirty.clear()
@@ -233,7 +279,7 @@ class Checkpoint:
         dedupe = stream.dedupe
         snap.dropped = set(dedupe.dropped)
         snap.pending = {d: np.concatenate(c) for d, c in dedupe.pending.items()
-                        if c and d in dedupe.buckets}  # fmt: skip
+                        if c and d in dedupe.runs}  # fmt: skip
         dedupe.pending.clear()
         dedupe.dropped.clear()
         snap.meta = {
@@ -274,3 +320,8 @@ class Checkpoint:
 
     def close(self) -> None:
         self.con.close()
+
+
+def _blob(ids: np.ndarray) -> bytes:
+    """Hashes as stored: little-endian ``uint64`` whatever the machine."""
+    return np.asarray(ids, "<u8").tobytes()
