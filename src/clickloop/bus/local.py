@@ -46,7 +46,7 @@ import xxhash
 from clickloop.bus._fs import check_name, fsync_dir
 from clickloop.bus.base import Bus, Consumer, Message, MessageBatch, Producer, TopicPartition
 from clickloop.bus.groups import GroupMember, read_offsets
-from clickloop.bus.log import PartitionReader, PartitionWriter, read_head
+from clickloop.bus.log import PartitionReader, PartitionWriter, messages, read_head
 from clickloop.bus.segment import Batch, encode
 from clickloop.config.infra import LocalBusConfig
 from clickloop.errors import BackendUnavailableError, DataError, UsageError
@@ -313,12 +313,10 @@ class LocalConsumer(Consumer):
 
     def poll(self, max_messages: int, timeout: float) -> list[Message]:
         """Up to ``max_messages`` from owned partitions; waits up to ``timeout`` s for some."""
-        new = tuple.__new__  # skips the named tuple's Python-level __new__: hot path
-        return [
-            new(Message, (topic, part, first + i, k, v, ts))
-            for (topic, part), first, ts, keys, values in self._fetch(max_messages, timeout)
-            for i, (k, v) in enumerate(zip(keys, values, strict=True))
-        ]
+        out: list[Message] = []
+        for (topic, part), first, ts, keys, values in self._fetch(max_messages, timeout):
+            out += messages(topic, part, first, ts, keys, values)
+        return out
 
     def poll_batch(self, max_messages: int, timeout: float) -> MessageBatch:
         """:meth:`poll`, column-wise (see :meth:`Consumer.poll_batch`)."""
