@@ -221,3 +221,26 @@ def test_stream_and_batch_give_the_same_lake(tmp_path_factory, recs):
     assert (a.received, a.accepted, a.duplicates, a.quarantined) == (
         b.received, b.accepted, b.duplicates, b.quarantined,
     )  # fmt: skip
+
+
+def test_each_quarantined_record_names_its_own_partition_and_offset(setup):
+    """With several parse workers and partitions, an origin points at exactly its payload."""
+    bus, lake = setup
+    values, keys = [], []
+    for i in range(3000):
+        bad = i % 97 == 5
+        values.append(f"{{broken {i}".encode() if bad else orjson.dumps(_event(i)))
+        keys.append(f"u{i % 11}".encode())
+    _publish(bus, values, keys)
+    _drain(_ingester(bus, lake, max_events=700, workers=3))
+    where: dict[str, bytes] = {}
+    consumer = bus.consumer("audit", ["events"])
+    while batch := consumer.poll(10_000, 0.5):
+        where.update({f"{m.topic}/{m.partition}@{m.offset}": m.value for m in batch})
+    consumer.close()
+    q = lake.quarantine().to_table()
+    rows = list(zip(q.column("origin").to_pylist(), q.column("payload").to_pylist(), strict=True))
+    assert len(rows) == sum(1 for i in range(3000) if i % 97 == 5)
+    assert len({o for o, _ in rows}) == len(rows)
+    for origin, payload in rows:
+        assert where[origin] == payload, origin
