@@ -46,7 +46,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def check(values: pa.Array) -> None:
+def assert_matches_orjson(values: pa.Array) -> None:
     text = json_text(values)
     assert text is not None
     ours = [orjson.loads(t) for t in text.to_pylist()]
@@ -61,18 +61,18 @@ ints = st.integers(-(2**63), 2**63 - 1)
 
 @given(st.lists(st.one_of(st.none(), texts), max_size=20))
 def test_strings_escape_quotes_backslashes_and_control_characters(values):
-    check(pa.array(values, pa.string()))
-    check(pa.array(values, pa.large_string()))
+    assert_matches_orjson(pa.array(values, pa.string()))
+    assert_matches_orjson(pa.array(values, pa.large_string()))
 
 
 @given(st.lists(st.one_of(st.none(), floats), max_size=20))
 def test_floats_keep_their_shortest_round_trip_form_and_stay_floats(values):
-    check(pa.array(values, pa.float64()))
+    assert_matches_orjson(pa.array(values, pa.float64()))
 
 
 @given(st.lists(st.one_of(st.none(), st.floats(width=32)), max_size=20))
 def test_float32_is_spelt_as_the_float64_python_sees(values):
-    check(pa.array(values, pa.float32()))
+    assert_matches_orjson(pa.array(values, pa.float32()))
 
 
 @given(
@@ -80,8 +80,8 @@ def test_float32_is_spelt_as_the_float64_python_sees(values):
     st.lists(st.one_of(st.none(), st.booleans()), max_size=20),
 )
 def test_integers_and_booleans(i, b):
-    check(pa.array(i, pa.int64()))
-    check(pa.array(b, pa.bool_()))
+    assert_matches_orjson(pa.array(i, pa.int64()))
+    assert_matches_orjson(pa.array(b, pa.bool_()))
 
 
 text_lists = st.lists(
@@ -100,9 +100,9 @@ records = st.fixed_dictionaries(
 @given(text_lists, st.integers(0, 5), st.integers(0, 5))
 def test_lists_including_sliced_arrays(values, start, cut):
     arr = pa.array(values, pa.list_(pa.string()))
-    check(arr)
-    check(arr.slice(min(start, len(arr)), max(0, len(arr) - start - cut)))
-    check(pa.array(values, pa.large_list(pa.string())))
+    assert_matches_orjson(arr)
+    assert_matches_orjson(arr.slice(min(start, len(arr)), max(0, len(arr) - start - cut)))
+    assert_matches_orjson(pa.array(values, pa.large_list(pa.string())))
 
 
 @given(st.lists(st.one_of(st.none(), int_maps), max_size=15), st.integers(0, 4))
@@ -110,24 +110,24 @@ def test_string_keyed_maps_become_objects(values, start):
     arr = pa.array(
         [None if v is None else list(v.items()) for v in values], pa.map_(pa.string(), pa.int64())
     )
-    check(arr)
-    check(arr.slice(min(start, len(arr))))
+    assert_matches_orjson(arr)
+    assert_matches_orjson(arr.slice(min(start, len(arr))))
 
 
 @given(st.lists(st.one_of(st.none(), records), max_size=15), st.integers(0, 4))
 def test_structs_with_nested_lists(values, start):
     t = pa.struct([("k", pa.string()), ("n", pa.float64()), ("l", pa.list_(pa.int64()))])
     arr = pa.array(values, t)
-    check(arr)
-    check(arr.slice(min(start, len(arr))))
+    assert_matches_orjson(arr)
+    assert_matches_orjson(arr.slice(min(start, len(arr))))
 
 
 def test_lists_of_lists_fixed_size_lists_and_dictionaries():
-    check(pa.array([[[1, 2], None, []], None, [[3]]]))
-    check(pa.array([[1.5, None], [2.0, 3.0]], pa.list_(pa.float64(), 2)))
-    check(pa.array(["a", None, "b", "a"]).dictionary_encode())
-    check(pa.chunked_array([pa.array(["x"]), pa.array(['"y"'])]))
-    check(pa.nulls(3))
+    assert_matches_orjson(pa.array([[[1, 2], None, []], None, [[3]]]))
+    assert_matches_orjson(pa.array([[1.5, None], [2.0, 3.0]], pa.list_(pa.float64(), 2)))
+    assert_matches_orjson(pa.array(["a", None, "b", "a"]).dictionary_encode())
+    assert_matches_orjson(pa.chunked_array([pa.array(["x"]), pa.array(['"y"'])]))
+    assert_matches_orjson(pa.nulls(3))
 
 
 @pytest.mark.parametrize(
