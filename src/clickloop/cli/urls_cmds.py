@@ -80,20 +80,21 @@ def learn_cmd(
 
     [bold]Example[/bold]: clickloop urls learn --input data/sim --since 2026-11-01
     """
-    from clickloop.urls.kbfile import KnowledgeFile
     from clickloop.urls.knowledge import from_config, knowledge_path
-    from clickloop.urls.learn import LearnOptions, UrlCounts, learn
-    from clickloop.urls.sources import ReadStats, file_batches, lake_available, lake_batches
+    from clickloop.urls.sources import (
+        ReadStats,
+        file_batches,
+        lake_available,
+        lake_batches,
+        learn_from,
+    )
 
     st = state(ctx)
     project = st.project(require_config=False)
     cfg = project.config.urls
     path = knowledge_path(project)
-    previous = KnowledgeFile.load(path)
-    declared = from_config(cfg, previous, where=_where(st)).declared  # also validates them
     start, end = _when(since, "--since"), _when(until, "--until")
     limit = sample or cfg.learn.sample
-    counts = UrlCounts(limit=limit)
     read = ReadStats()
     if inputs:
         if end is not None:
@@ -109,22 +110,11 @@ def learn_cmd(
             hint="pass --input FILES (e.g. the output of `clickloop simulate`)",
         )
     with progress(st, "reading URLs", limit, unit="urls") as advance:
-        for batch in batches:
-            advance(counts.add(batch))
-            if counts.full:
-                break
-    if counts.rows == 0:
-        raise UsageError(
-            f"no URLs found in {source}",
+        kb, counts, previous = learn_from(
+            project, batches, source=source, limit=limit, min_template_urls=min_template_urls,
+            advance=advance,
             hint="ingest events first (`clickloop ingest batch …`) or pass --input FILES",
-        )
-    opts = LearnOptions(
-        min_urls_per_host=cfg.learn.min_urls_per_host,
-        max_category_values=cfg.learn.max_category_values,
-        min_template_urls=min_template_urls,
-        tracking_params=cfg.tracking_params,
-    )
-    kb = learn(counts, options=opts, previous=previous, declared=declared)
+        )  # fmt: skip
     report = _learn_report(previous, kb, path, source, counts.rows, read, dry_run)
     # what feature sets and models record: the file together with the declared rules
     report["knowledge_version"] = from_config(cfg, kb, where=_where(st)).version

@@ -14,7 +14,7 @@ from __future__ import annotations
 import glob
 import gzip
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -211,41 +211,38 @@ def lake_batches(
         lake.close()
 
 
-def learn_lake(
+def learn_from(
     project: Any,
+    batches: Iterable[pa.Array],
     *,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    source: str = "the raw lake",
+    limit: int | None = None,
     min_template_urls: int = 5,
-    save: bool = True,
-) -> tuple[Any, Any]:
-    """Learn the URL knowledge from the project's raw lake, as ``clickloop urls learn`` does:
-    merged into the knowledge file (your edits kept) and saved unless ``save=False``.
+    advance: Callable[[int], None] | None = None,
+    hint: str = "ingest events first (`clickloop ingest batch …`)",
+) -> tuple[Any, Any, Any]:
+    """Learn the URL knowledge from URL ``batches`` and merge it with the knowledge file
+    (your edits kept); nothing is saved. Returns ``(learned, UrlCounts, previous)``.
 
-    Returns ``(KnowledgeFile, UrlCounts)``.
-
-    >>> kb, counts = learn_lake(project)                               # doctest: +SKIP
-    >>> counts.rows, sorted(kb.hosts)
+    >>> kb, counts, previous = learn_from(project, lake_batches(project))   # doctest: +SKIP
     """
     from clickloop.urls.kbfile import KnowledgeFile
     from clickloop.urls.knowledge import from_config, knowledge_path
     from clickloop.urls.learn import LearnOptions, UrlCounts, learn
 
     cfg = project.config.urls
-    path = knowledge_path(project)
-    previous = KnowledgeFile.load(path)
+    previous = KnowledgeFile.load(knowledge_path(project))
     where = str(project.config_path) if project.config_path else "configuration"
-    declared = from_config(cfg, previous, where=where).declared
-    counts = UrlCounts(limit=cfg.learn.sample)
-    for batch in lake_batches(project, since=since, until=until):
-        counts.add(batch)
+    declared = from_config(cfg, previous, where=where).declared  # also validates them
+    counts = UrlCounts(limit=limit or cfg.learn.sample)
+    for batch in batches:
+        added = counts.add(batch)
+        if advance is not None:
+            advance(added)
         if counts.full:
             break
     if counts.rows == 0:
-        raise UsageError(
-            "no URLs found in the raw lake",
-            hint="ingest events first (`clickloop ingest batch …`)",
-        )
+        raise UsageError(f"no URLs found in {source}", hint=hint)
     options = LearnOptions(
         min_urls_per_host=cfg.learn.min_urls_per_host,
         max_category_values=cfg.learn.max_category_values,
@@ -253,6 +250,24 @@ def learn_lake(
         tracking_params=cfg.tracking_params,
     )
     kb = learn(counts, options=options, previous=previous, declared=declared)
-    if save:
-        kb.save(path)
+    return kb, counts, previous
+
+
+def learn_lake(
+    project: Any,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    min_template_urls: int = 5,
+) -> tuple[Any, Any]:
+    """Learn the URL knowledge from the project's raw lake and save it, as
+    ``clickloop urls learn`` does. Returns ``(KnowledgeFile, UrlCounts)``.
+
+    >>> kb, counts = learn_lake(project)                               # doctest: +SKIP
+    """
+    from clickloop.urls.knowledge import knowledge_path
+
+    batches = lake_batches(project, since=since, until=until)
+    kb, counts, _ = learn_from(project, batches, min_template_urls=min_template_urls)
+    kb.save(knowledge_path(project))
     return kb, counts
